@@ -1,0 +1,3 @@
+from hubget.cli.main import run
+
+run()

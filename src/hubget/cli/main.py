@@ -1,0 +1,49 @@
+"""The `hubget` command: one typer app, one module per command (each has ``register(app)``)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from hubget.errors import ExitCode, HubgetError
+
+# Each name is a module hubget.cli.<name> with a function register(app: typer.Typer).
+COMMAND_MODULES: tuple[str, ...] = ()
+
+app = typer.Typer(
+    name="hubget",
+    help=(
+        "Get pretrained model weights onto disk: from the Hugging Face Hub (or any HF_ENDPOINT "
+        "mirror), ModelScope and Git-LFS remotes; many files and many connections at once, "
+        "resumable, sha256-verified, into the caches huggingface_hub, transformers and modelscope "
+        "read. `hubget serve` is a self-hosted hub for the official clients.\n\n"
+        "Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 auth, 5 integrity, 6 network, "
+        "7 disk, 130 interrupted."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register_all() -> None:
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"hubget.cli.{name}").register(app)
+
+
+def fail(message: str, code: int) -> None:
+    """Print one clear line on stderr and exit with ``code``."""
+    print(f"hubget: error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def run(argv: list[str] | None = None) -> None:
+    _register_all()
+    try:
+        app(args=argv, standalone_mode=True)
+    except HubgetError as exc:
+        fail(str(exc) or type(exc).__name__, exc.exit_code)
+    except KeyboardInterrupt:
+        fail("interrupted; run the same command again to resume", ExitCode.INTERRUPTED)

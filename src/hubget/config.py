@@ -1,0 +1,80 @@
+"""Environment variables and defaults, read in one place (at call time, so tests can set them)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_HF_ENDPOINT = "https://huggingface.co"
+DEFAULT_MS_ENDPOINT = "https://www.modelscope.cn"
+TRUTHY = {"1", "true", "yes", "on", "y", "t"}
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else None
+
+
+def env_flag(name: str) -> bool:
+    return (_env(name) or "").strip().lower() in TRUTHY
+
+
+def hf_endpoint() -> str:
+    return (_env("HF_ENDPOINT") or DEFAULT_HF_ENDPOINT).rstrip("/")
+
+
+def hf_home() -> Path:
+    if home := _env("HF_HOME"):
+        return Path(home).expanduser()
+    xdg = _env("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "huggingface"
+
+
+def hf_hub_cache() -> Path:
+    if cache := _env("HF_HUB_CACHE") or _env("HUGGINGFACE_HUB_CACHE"):
+        return Path(cache).expanduser()
+    return hf_home() / "hub"
+
+
+def hf_token() -> str | None:
+    """HF_TOKEN, then HUGGING_FACE_HUB_TOKEN, then the file $HF_HOME/token."""
+    if token := _env("HF_TOKEN") or _env("HUGGING_FACE_HUB_TOKEN"):
+        return token.strip()
+    path = Path(_env("HF_TOKEN_PATH") or hf_home() / "token")
+    try:
+        token = path.read_text().strip()
+    except OSError:
+        return None
+    return token or None
+
+
+def hf_offline() -> bool:
+    return env_flag("HF_HUB_OFFLINE") or env_flag("TRANSFORMERS_OFFLINE")
+
+
+def progress_disabled() -> bool:
+    return env_flag("HF_HUB_DISABLE_PROGRESS_BARS")
+
+
+def ms_endpoint() -> str:
+    if endpoint := _env("MODELSCOPE_ENDPOINT"):
+        return endpoint.rstrip("/")
+    if domain := _env("MODELSCOPE_DOMAIN"):
+        domain = domain.rstrip("/")
+        return domain if "://" in domain else f"https://{domain}"
+    return DEFAULT_MS_ENDPOINT
+
+
+def ms_cache() -> Path:
+    if cache := _env("MODELSCOPE_CACHE"):
+        return Path(cache).expanduser()
+    return Path.home() / ".cache" / "modelscope"
+
+
+def ms_token() -> str | None:
+    return _env("MODELSCOPE_API_TOKEN")
+
+
+def hf_mirrors() -> list[str]:
+    raw = _env("HUBGET_HF_MIRRORS") or ""
+    return [m.strip().rstrip("/") for m in raw.split(",") if m.strip()]
