@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
+import click
 import typer
 
 from hubget.errors import ExitCode, HubgetError
@@ -42,8 +43,12 @@ def fail(message: str, code: int) -> None:
 def run(argv: list[str] | None = None) -> None:
     _register_all()
     try:
-        app(args=argv, standalone_mode=True)
+        result = app(args=argv, standalone_mode=False)
     except HubgetError as exc:
         fail(str(exc) or type(exc).__name__, exc.exit_code)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, click.exceptions.Abort):
         fail("interrupted; run the same command again to resume", ExitCode.INTERRUPTED)
+    except click.ClickException as exc:
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
+    raise SystemExit(result if isinstance(result, int) else 0)
