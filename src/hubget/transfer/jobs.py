@@ -29,6 +29,13 @@ class FileJob:
     label: str = ""  # what progress shows: the repo path
     mirrors: list[str] = field(default_factory=list)  # more URLs serving the same bytes
     refresh: Callable[[FileJob], tuple[str, dict[str, str]] | None] | None = None
+    # Where the temp file and its resume state live (same filesystem as dest). Default: beside
+    # dest as dest + ".hubget-partial"; local_dir mode keeps them under .cache/huggingface/.
+    partial: Path | None = None
+
+    @property
+    def partial_path(self) -> Path:
+        return self.partial or self.dest.with_name(self.dest.name + ".hubget-partial")
 
 
 @dataclass
