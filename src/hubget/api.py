@@ -186,18 +186,18 @@ def _download(
 # -- Hugging Face drop-ins -------------------------------------------------------------------
 
 
-def _check_repo_type(repo_type: str | None) -> str:
+def check_repo_type(repo_type: str | None) -> str:
     repo_type = repo_type or "model"
     if repo_type not in REPO_TYPES:
         raise UsageError(f"repo_type must be one of {', '.join(REPO_TYPES)}, not {repo_type!r}")
     return repo_type
 
 
-def _hf_layout(ref: RepoRef, cache_dir: str | Path | None, local_dir: str | Path | None) -> Layout:
+def hf_layout(ref: RepoRef, cache_dir: str | Path | None, local_dir: str | Path | None) -> Layout:
     return LocalDirLayout(local_dir) if local_dir else HfCacheLayout(ref, cache_dir)
 
 
-def _offline_snapshot(ref: RepoRef, cache_dir: str | Path | None, local_dir: str | Path | None) -> Path:
+def offline_snapshot(ref: RepoRef, cache_dir: str | Path | None, local_dir: str | Path | None) -> Path:
     if local_dir:
         if Path(local_dir).is_dir():
             return Path(local_dir)
@@ -249,15 +249,15 @@ def snapshot_download(
         )
     if source not in ("hf", "huggingface"):
         raise UsageError(f"unknown source {source!r} (hf or modelscope)")
-    ref = RepoRef(repo_id, _check_repo_type(repo_type), revision)  # type: ignore[arg-type]
+    ref = RepoRef(repo_id, check_repo_type(repo_type), revision)  # type: ignore[arg-type]
     if local_files_only or config.hf_offline():
-        return str(_offline_snapshot(ref, cache_dir, local_dir))
+        return str(offline_snapshot(ref, cache_dir, local_dir))
     from hubget.sources.huggingface import HfSource
 
     report = fetch_snapshot(
         HfSource(endpoint, token),
         ref,
-        _hf_layout(ref, cache_dir, local_dir),
+        hf_layout(ref, cache_dir, local_dir),
         allow_patterns=allow_patterns,
         ignore_patterns=ignore_patterns,
         max_workers=max_workers,
@@ -286,16 +286,16 @@ def hf_hub_download(
     """Download one file; return its local path. Same meaning as ``huggingface_hub.hf_hub_download``."""
     if subfolder:
         filename = f"{subfolder.strip('/')}/{filename}"
-    ref = RepoRef(repo_id, _check_repo_type(repo_type), revision)  # type: ignore[arg-type]
+    ref = RepoRef(repo_id, check_repo_type(repo_type), revision)  # type: ignore[arg-type]
     if local_files_only or config.hf_offline():
-        path = _offline_snapshot(ref, cache_dir, local_dir) / filename
+        path = offline_snapshot(ref, cache_dir, local_dir) / filename
         if not path.exists():
             raise OfflineError(f"offline mode: {filename} of {repo_id} is not in the cache")
         return str(path)
     from hubget.sources.huggingface import HfSource
 
     source = HfSource(endpoint, token)
-    layout = _hf_layout(ref, cache_dir, local_dir)
+    layout = hf_layout(ref, cache_dir, local_dir)
     try:
         info, commit = source.head(ref, filename)
     except EntryNotFoundError:

@@ -11,7 +11,7 @@ import typer
 from hubget.errors import ExitCode, HubgetError
 
 # Each name is a module hubget.cli.<name> with a function register(app: typer.Typer).
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("download",)
 
 app = typer.Typer(
     name="hubget",
@@ -27,6 +27,23 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"hubget {version('hubget')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """Keeps `hubget` a group of commands even while only one is registered."""
 
 
 def _register_all() -> None:
