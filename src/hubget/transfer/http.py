@@ -1,0 +1,400 @@
+"""HTTP client on urllib3: pooled connections, manual redirects with an auth policy, retries.
+
+Redirects are followed by hand so that credentials never cross origins and downgrades are
+refused; retries are done by hand so that ``Retry-After`` is honoured with a cap and jitter.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import random
+import ssl
+import threading
+import time
+import urllib.request
+import zlib
+from collections.abc import Iterable
+from http.client import HTTPException
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import urllib3
+from urllib3.exceptions import HTTPError as Urllib3HTTPError
+from urllib3.exceptions import LocationParseError, NameResolutionError, SSLError
+
+from hubget.errors import NetworkError, ProtocolError
+
+REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
+RETRY_CODES = frozenset({429, 500, 502, 503, 504})
+MAX_REDIRECTS = 10
+# Headers that carry credentials; dropped on every cross-origin redirect hop.
+DEFAULT_SENSITIVE = frozenset({"authorization", "proxy-authorization", "cookie"})
+# Bodies read whole (API answers) are capped so a hostile server cannot exhaust memory.
+MAX_BODY = 256 * 1024 * 1024
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("hubget")
+    except Exception:  # not installed (running from a source tree)
+        return "0"
+
+
+USER_AGENT = f"hubget/{_version()}"
+
+
+def origin_of(url: str) -> tuple[str, str, int]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    port = parts.port or _DEFAULT_PORTS.get(scheme, 0)
+    return scheme, host, port
+
+
+def host_of(url: str) -> str:
+    parts = urlsplit(url)
+    return parts.netloc or url
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date; None if unusable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class Response:
+    """An HTTP answer. ``data`` holds the body unless the request asked for ``stream``."""
+
+    def __init__(self, raw: urllib3.BaseHTTPResponse, url: str, data: bytes | None = None) -> None:
+        self._raw = raw
+        self.status: int = raw.status
+        self.headers = raw.headers  # HTTPHeaderDict: case-insensitive
+        self.url = url
+        self.data: bytes = data if data is not None else b""
+        self._released = data is not None
+
+    def readinto(self, buf: bytearray | memoryview) -> int:
+        """Read body bytes straight into ``buf``; 0 at the end of the body.
+
+        Goes to http.client's reader directly: urllib3's own ``readinto`` allocates a bytes
+        object per call, which costs a copy per chunk on multi-GB transfers.
+        """
+        fp = getattr(self._raw, "_fp", None)
+        if fp is None:
+            return 0
+        try:
+            return fp.readinto(buf)
+        except (OSError, HTTPException, ValueError) as e:
+            self.close()
+            raise NetworkError(f"{host_of(self.url)}: connection failed while reading: {_describe(e)}") from e
+
+    def body_complete(self) -> bool:
+        fp = getattr(self._raw, "_fp", None)
+        return fp is None or fp.isclosed()
+
+    def release(self) -> None:
+        """Give the connection back to the pool if the body was read to its end, else close it."""
+        if self._released:
+            return
+        self._released = True
+        fp = getattr(self._raw, "_fp", None)
+        remaining = getattr(fp, "length", None)
+        if fp is not None and not fp.isclosed() and remaining is not None and remaining <= 65536:
+            try:  # a short leftover (a redirect's body) is cheaper to drain than a new connection
+                fp.read(remaining)
+            except (OSError, HTTPException):
+                pass
+        if self.body_complete():
+            self._raw.release_conn()
+        else:
+            self.close()
+
+    def close(self) -> None:
+        """Drop the connection (a half-read body must never be reused)."""
+        self._released = True
+        try:
+            self._raw.close()
+        except Exception:  # closing a broken socket may raise; the connection is gone either way
+            pass
+        self._raw.release_conn()
+
+    def __enter__(self) -> Response:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, NameResolutionError):
+        return "name resolution failed (DNS)"
+    text = str(e) or type(e).__name__
+    # urllib3 prefixes messages with the connection object's repr; keep the meaningful tail.
+    if "): " in text:
+        text = text.split("): ", 1)[1]
+    return text
+
+
+def _is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+class HttpClient:
+    """Thread-safe HTTP client shared by the whole process."""
+
+    def __init__(
+        self,
+        *,
+        connect_timeout: float = 10,
+        read_timeout: float = 60,
+        retries: int = 5,
+        ca_bundle: str | None = None,
+        pool_maxsize: int = 32,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
+        retry_after_cap: float = 60.0,
+        sensitive_headers: Iterable[str] = DEFAULT_SENSITIVE,
+        user_agent: str = USER_AGENT,
+    ) -> None:
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.retries = retries
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.retry_after_cap = retry_after_cap
+        self.sensitive_headers = frozenset(h.lower() for h in sensitive_headers)
+        self.user_agent = user_agent
+        self.pool_maxsize = pool_maxsize
+        self._pool_kw: dict[str, Any] = {
+            "num_pools": 64,
+            "maxsize": pool_maxsize,
+            "block": False,
+            "cert_reqs": "CERT_REQUIRED",
+        }
+        if ca_bundle:
+            self._pool_kw["ca_certs"] = ca_bundle
+        self._direct = urllib3.PoolManager(**self._pool_kw)
+        self._proxies: dict[str, urllib3.ProxyManager] = {}
+        self._lock = threading.Lock()
+        # Tests replace this to observe waits without sleeping.
+        self.sleep = time.sleep
+
+    # -- connection selection -------------------------------------------------------------
+
+    def _manager(self, url: str) -> urllib3.PoolManager:
+        """The proxy from the environment (HTTPS_PROXY, NO_PROXY...) or a direct pool."""
+        scheme, host, _ = origin_of(url)
+        if _is_loopback(host):
+            return self._direct
+        proxy = urllib.request.getproxies().get(scheme)
+        if not proxy or urllib.request.proxy_bypass(host):
+            return self._direct
+        with self._lock:
+            if proxy not in self._proxies:
+                self._proxies[proxy] = urllib3.ProxyManager(proxy, **self._pool_kw)
+            return self._proxies[proxy]
+
+    # -- public API -----------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str] | None = None,
+        body: bytes | None = None,
+        follow_redirects: bool = True,
+        stream: bool = False,
+        sensitive: Iterable[str] = (),
+        read_timeout: float | None = None,
+        retries: int | None = None,
+    ) -> Response:
+        """Send a request, following redirects and retrying transient failures.
+
+        4xx answers other than 429 are returned as they are; the caller maps them. A retryable
+        answer that is still failing after the last retry is returned too (its status tells).
+        ``sensitive`` names extra headers (besides Authorization, Cookie) that must not follow a
+        redirect to another origin.
+        """
+        drop_on_cross = self.sensitive_headers | {h.lower() for h in sensitive}
+        hdrs = {"User-Agent": self.user_agent}
+        hdrs.update(headers or {})
+        hdrs["Accept-Encoding"] = "identity"
+        seen: set[tuple[str, str]] = set()
+        current = url
+        for _hop in range(MAX_REDIRECTS + 1):
+            _check_scheme(current)
+            seen.add((method, current))
+            resp = self._send_with_retries(
+                method, current, hdrs, body, stream=stream, read_timeout=read_timeout, retries=retries
+            )
+            if not follow_redirects or resp.status not in REDIRECT_CODES:
+                return resp
+            location = resp.headers.get("Location")
+            resp.release()
+            if not location:
+                raise ProtocolError(f"{host_of(current)}: redirect {resp.status} without a Location header")
+            nxt = urljoin(current, location.strip())
+            _check_scheme(nxt, came_from=current)
+            if origin_of(nxt) != origin_of(current):
+                hdrs = {k: v for k, v in hdrs.items() if k.lower() not in drop_on_cross}
+            if resp.status == 303 or (resp.status in (301, 302) and method == "POST"):
+                method, body = ("GET" if method != "HEAD" else "HEAD"), None
+            if (method, nxt) in seen:
+                raise ProtocolError(f"redirect loop at {nxt}")
+            current = nxt
+        raise ProtocolError(f"more than {MAX_REDIRECTS} redirects starting from {url}")
+
+    def get_json(self, url: str, *, headers: dict[str, str] | None = None) -> tuple[Any, Response]:
+        """GET a JSON document. Non-2xx answers are returned with ``None`` for the caller to map."""
+        hdrs = {"Accept": "application/json"}
+        hdrs.update(headers or {})
+        resp = self.request("GET", url, headers=hdrs)
+        if not 200 <= resp.status < 300:
+            return None, resp
+        try:
+            return json.loads(resp.data), resp
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ProtocolError(f"{host_of(resp.url)}: invalid JSON from {resp.url}: {e}") from e
+
+    def backoff(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry ``attempt`` (0-based): full jitter, or Retry-After capped."""
+        if retry_after is not None:
+            return min(retry_after, self.retry_after_cap)
+        return random.uniform(0, min(self.backoff_max, self.backoff_base * (2**attempt)))
+
+    def clear(self) -> None:
+        self._direct.clear()
+        for mgr in self._proxies.values():
+            mgr.clear()
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _send_with_retries(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: bytes | None,
+        *,
+        stream: bool,
+        read_timeout: float | None,
+        retries: int | None,
+    ) -> Response:
+        limit = self.retries if retries is None else retries
+        attempt = 0
+        while True:
+            try:
+                resp = self._send_once(method, url, headers, body, stream=stream, read_timeout=read_timeout)
+            except NetworkError as e:
+                dns = isinstance(e.__cause__, NameResolutionError)
+                tls = isinstance(e.__cause__, SSLError)
+                # A bad certificate will not fix itself; a DNS answer rarely does within seconds.
+                if tls or attempt >= (min(limit, 1) if dns else limit):
+                    raise
+                self.sleep(self.backoff(attempt))
+                attempt += 1
+                continue
+            if resp.status in RETRY_CODES and attempt < limit:
+                wait = self.backoff(attempt, parse_retry_after(resp.headers.get("Retry-After")))
+                resp.release()
+                self.sleep(wait)
+                attempt += 1
+                continue
+            return resp
+
+    def _send_once(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: bytes | None,
+        *,
+        stream: bool,
+        read_timeout: float | None,
+    ) -> Response:
+        timeout = urllib3.Timeout(
+            connect=self.connect_timeout, read=self.read_timeout if read_timeout is None else read_timeout
+        )
+        try:
+            raw = self._manager(url).request(
+                method,
+                url,
+                headers=headers,
+                body=body,
+                redirect=False,
+                retries=False,
+                timeout=timeout,
+                preload_content=False,
+                decode_content=False,
+            )
+        except SSLError as e:
+            raise NetworkError(f"{host_of(url)}: TLS verification failed: {_describe(e)}") from e
+        except LocationParseError as e:
+            raise ProtocolError(f"invalid URL {url!r}: {e}") from e
+        except (Urllib3HTTPError, OSError, HTTPException, ssl.SSLError) as e:
+            raise NetworkError(f"{host_of(url)}: cannot connect: {_describe(e)}") from e
+        if stream:
+            return Response(raw, url)
+        try:
+            data = _read_body(raw, url)
+        except (Urllib3HTTPError, OSError, HTTPException) as e:
+            raw.close()
+            raise NetworkError(f"{host_of(url)}: connection failed while reading: {_describe(e)}") from e
+        raw.release_conn()
+        return Response(raw, url, data)
+
+
+def _check_scheme(url: str, came_from: str | None = None) -> None:
+    scheme = urlsplit(url).scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ProtocolError(f"refusing to fetch {url!r}: only http and https URLs are allowed")
+    if came_from is not None and urlsplit(came_from).scheme.lower() == "https" and scheme == "http":
+        raise ProtocolError(f"refusing redirect from https to plain http ({came_from} -> {url})")
+
+
+def _read_body(raw: urllib3.BaseHTTPResponse, url: str) -> bytes:
+    """Read a whole (small) body with a size cap; undo gzip/deflate a server sent anyway, bounded."""
+    length = raw.headers.get("Content-Length")
+    if length and length.isdigit() and int(length) > MAX_BODY:
+        raw.close()
+        raise ProtocolError(f"{host_of(url)}: answer of {int(length)} bytes is too large")
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        chunk = raw.read(1024 * 1024, decode_content=False)
+        if not chunk:
+            break
+        total += len(chunk)
+        if total > MAX_BODY:
+            raw.close()
+            raise ProtocolError(f"{host_of(url)}: answer larger than {MAX_BODY} bytes")
+        chunks.append(chunk)
+    data = b"".join(chunks)
+    encoding = (raw.headers.get("Content-Encoding") or "identity").strip().lower()
+    if encoding in ("identity", ""):
+        return data
+    if encoding not in ("gzip", "deflate"):
+        raise ProtocolError(f"{host_of(url)}: unsupported Content-Encoding {encoding!r}")
+    decoder = zlib.decompressobj(47)  # 32 + 15: accepts gzip and zlib framing
+    try:
+        out = decoder.decompress(data, MAX_BODY + 1)
+    except zlib.error as e:
+        raise ProtocolError(f"{host_of(url)}: corrupt {encoding} body: {e}") from e
+    if len(out) > MAX_BODY or decoder.unconsumed_tail:
+        raise ProtocolError(f"{host_of(url)}: {encoding} body expands beyond {MAX_BODY} bytes")
+    return out
