@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Install what the test suite needs on a fresh machine (idempotent), then run it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+need_apt=""
+for tool in git git-lfs nginx aria2c; do
+    command -v "$tool" >/dev/null 2>&1 || need_apt=1
+done
+if [ -n "$need_apt" ]; then
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq git git-lfs nginx aria2 >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+# The CPU build of torch first, so that nothing pulls a CUDA build.
+$PY -m pip install -q --disable-pip-version-check "torch==2.13.0"
+$PY -m pip install -q --disable-pip-version-check -e ".[test]"
+# giftless (an independent Git LFS server for interop tests): its wheel declares no dependencies.
+$PY -m pip install -q --disable-pip-version-check giftless flask flask-classful flask-marshmallow marshmallow \
+    figcan "pyjwt<2.10" python-dateutil python-dotenv pyyaml webargs cachetools
+
+# huggingface_hub 0.26 conflicts with the current one: it gets a venv of its own.
+HF026=${HUBGET_TEST_HF026_PYTHON:-/tmp/hubget-hf026/bin/python}
+if ! "$HF026" -c "import huggingface_hub" 2>/dev/null; then
+    $PY -m venv "$(dirname "$(dirname "$HF026")")"
+    "$HF026" -m pip install -q --disable-pip-version-check "huggingface_hub==0.26.5"
+fi
+export HUBGET_TEST_HF026_PYTHON="$HF026"
+
+export HF_HUB_DISABLE_TELEMETRY=1 DO_NOT_TRACK=1
+ruff check src tests bench
+ruff format --check src tests bench
+$PY -m pytest -q tests "$@"
