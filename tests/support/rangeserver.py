@@ -264,9 +264,7 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
-    def _send_body(
-        self, path: str, blob: bytes | Path, start: int, end: int, asked: int, fault: Fault | None
-    ) -> None:
+    def _send_body(self, path: str, blob: bytes | Path, start: int, end: int, fault: Fault | None) -> None:
         owner = self._owner()
         corrupt = owner.corrupt_offsets(path)
         limit = end
