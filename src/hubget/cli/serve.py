@@ -1,0 +1,78 @@
+"""`hubget serve`: a self-hosted hub the official clients download from."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hubget.errors import UsageError
+
+
+def serve(
+    root: Annotated[
+        Path, typer.Argument(help="Folder with models/{owner}/{name}, datasets/..., spaces/... repos.")
+    ],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free port).")] = 8000,
+    hf_cache: Annotated[
+        Path | None, typer.Option(help="Also serve the repos of this Hugging Face cache folder.")
+    ] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(help="File with one access token per line; clients must then send one as Bearer."),
+    ] = None,
+    page_size: Annotated[
+        int, typer.Option(min=1, help="Entries per page of tree and file listings (Link: rel=next).")
+    ] = 1000,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every request on stderr.")] = False,
+) -> None:
+    """Serve model, dataset and space repos over the Hugging Face API (and git, ModelScope).
+
+    A repo folder is a git repository (branches, tags, commits; LFS objects from .git/lfs) or a plain
+    folder (one revision, main). Point clients at it with HF_ENDPOINT=http://HOST:PORT.
+    Prints "hubget serve: listening on http://HOST:PORT" once the port is open.
+    """
+    from hubget.server.app import create_app, read_token_file, serve_forever
+
+    if not root.is_dir():
+        raise UsageError(f"{root} is not a folder")
+    if hf_cache is not None and not hf_cache.is_dir():
+        raise UsageError(f"--hf-cache {hf_cache} is not a folder")
+    tokens = None
+    if token_file is not None:
+        try:
+            tokens = read_token_file(token_file)
+        except OSError as exc:
+            raise UsageError(f"cannot read --token-file {token_file}: {exc.strerror}") from None
+        if not tokens:
+            raise UsageError(f"--token-file {token_file} holds no token")
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
+    if verbose:
+        logging.getLogger("aiohttp.access").setLevel(logging.INFO)
+    app = create_app(root, hf_cache=hf_cache, tokens=tokens, page_size=page_size)
+
+    def announce(url: str) -> None:
+        print(f"hubget serve: listening on {url}", flush=True)
+
+    async def main() -> None:
+        task = asyncio.ensure_future(serve_forever(app, host, port, announce, access_log=verbose))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    try:
+        asyncio.run(main())
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)

@@ -1,0 +1,156 @@
+"""The aiohttp application of `hubget serve` and the code that runs it.
+
+Routes come from ``hf_routes`` (Hugging Face API), ``git_routes`` (git smart HTTP + LFS) and
+``ms_routes`` (ModelScope API); each module has ``setup(app, store)``. Optional token protection
+is a middleware in front of all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import importlib
+import importlib.util
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+
+from aiohttp import web
+
+from hubget.server.store import Store
+
+STORE_KEY: web.AppKey[Store] = web.AppKey("hubget_store", Store)
+TOKENS_KEY: web.AppKey[frozenset[str]] = web.AppKey("hubget_tokens", frozenset)
+PAGE_SIZE_KEY: web.AppKey[int] = web.AppKey("hubget_page_size", int)
+
+# Route modules, registered in this order; a module that is not there is skipped.
+ROUTE_MODULES: tuple[str, ...] = (
+    "hubget.server.hf_routes",
+    "hubget.server.git_routes",
+    "hubget.server.ms_routes",
+)
+DEFAULT_PAGE_SIZE = 1000
+
+# Limits against abusive clients: header sizes, idle keep-alive connections, request bodies.
+MAX_LINE_SIZE = 8190
+MAX_FIELD_SIZE = 8190
+MAX_HEADERS = 100
+KEEPALIVE_TIMEOUT = 75.0
+MAX_REQUEST_BODY = 16 * 1024 * 1024
+
+log = logging.getLogger("hubget.serve")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def read_token_file(path: Path) -> frozenset[str]:
+    """One token per line; blank lines and lines starting with # are ignored."""
+    lines = (line.strip() for line in path.read_text().splitlines())
+    return frozenset(line for line in lines if line and not line.startswith("#"))
+
+
+def request_token(request: web.Request) -> str | None:
+    """The token a client presents: ``Bearer``, the password of ``Basic`` (git), or ModelScope's cookie."""
+    auth = request.headers.get("Authorization", "")
+    scheme, _, value = auth.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    if scheme.lower() == "basic" and value.strip():
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return decoded.partition(":")[2] or None
+    return request.cookies.get("m_session_id") or None
+
+
+def token_allowed(token: str | None, tokens: Iterable[str]) -> bool:
+    if token is None:
+        return False
+    ok = False
+    for candidate in tokens:
+        # Compare with every token in constant time so timing does not reveal a prefix.
+        ok |= hmac.compare_digest(token.encode(), candidate.encode())
+    return ok
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    tokens = request.app[TOKENS_KEY]
+    if tokens and not token_allowed(request_token(request), tokens):
+        message = (
+            "Invalid credentials in Authorization header"
+            if "Authorization" in request.headers
+            else ("Authentication required: send a token as 'Authorization: Bearer <token>'")
+        )
+        return web.Response(
+            status=401,
+            text=f'{{"error": "{message}"}}',
+            content_type="application/json",
+            headers={
+                "X-Error-Code": "Unauthorized",
+                "X-Error-Message": message,
+                "WWW-Authenticate": 'Bearer realm="hubget", Basic realm="hubget"',
+            },
+        )
+    return await handler(request)
+
+
+def create_app(
+    root: Path,
+    *,
+    hf_cache: Path | None = None,
+    tokens: Iterable[str] | None = None,
+    page_size: int = DEFAULT_PAGE_SIZE,
+    store: Store | None = None,
+) -> web.Application:
+    """The server application for the repos under ``root`` (see ``hubget.server.store``)."""
+    store = store or Store(Path(root), hf_cache=Path(hf_cache) if hf_cache else None)
+    app = web.Application(middlewares=[auth_middleware], client_max_size=MAX_REQUEST_BODY)
+    app[STORE_KEY] = store
+    app[TOKENS_KEY] = frozenset(tokens or ())
+    app[PAGE_SIZE_KEY] = page_size
+
+    async def close_store(_app: web.Application) -> None:
+        store.close()
+
+    app.on_cleanup.append(close_store)
+    for name in ROUTE_MODULES:
+        if importlib.util.find_spec(name) is not None:
+            importlib.import_module(name).setup(app, store)
+    return app
+
+
+def runner_for(app: web.Application, *, access_log: bool = False) -> web.AppRunner:
+    return web.AppRunner(
+        app,
+        access_log=logging.getLogger("aiohttp.access") if access_log else None,
+        keepalive_timeout=KEEPALIVE_TIMEOUT,
+        max_line_size=MAX_LINE_SIZE,
+        max_field_size=MAX_FIELD_SIZE,
+        max_headers=MAX_HEADERS,
+        handler_cancellation=True,
+    )
+
+
+async def serve_forever(
+    app: web.Application,
+    host: str,
+    port: int,
+    on_bound: Callable[[str], None] | None = None,
+    *,
+    access_log: bool = False,
+) -> None:
+    """Serve until cancelled. ``on_bound`` gets the base URL once the socket listens (port 0 allowed)."""
+    runner = runner_for(app, access_log=access_log)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, reuse_address=True, backlog=512)
+        await site.start()
+        bound_host, bound_port = runner.addresses[0][:2]
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        if on_bound is not None:
+            on_bound(f"http://{shown}:{bound_port}")
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,189 @@
+"""A repo served from a plain folder of files: one revision ``main`` (alias ``master``).
+
+Its commit id is derived from the content (sha1 over the sorted paths and file hashes), so the same
+files give the same id and any changed file a new one. Files the Hugging Face Hub would store in LFS
+(by the folder's ``.gitattributes``, else the hub's default patterns, or anything over 10 MiB) are
+described by sha256, the others by their git blob sha1, exactly as the hub describes them.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from hubget.errors import EntryNotFoundError, RevisionNotFoundError
+from hubget.models import RepoType
+from hubget.server.hashcache import HashCache
+from hubget.server.store import CACHE_DIR_NAME, Body, Entry, Ref, Repo, check_revision, lfs_pointer
+
+LFS_SIZE_THRESHOLD = 10 * 1024 * 1024
+# The patterns of the .gitattributes the Hugging Face Hub puts in every new repo.
+HF_DEFAULT_LFS_PATTERNS: tuple[str, ...] = (
+    "*.7z", "*.arrow", "*.bin", "*.bz2", "*.ckpt", "*.ftz", "*.gz", "*.h5", "*.joblib", "*.lfs.*",
+    "*.mlmodel", "*.model", "*.msgpack", "*.npy", "*.npz", "*.onnx", "*.ot", "*.parquet", "*.pb",
+    "*.pickle", "*.pkl", "*.pt", "*.pth", "*.rar", "*.safetensors", "saved_model/**/*", "*.tar.*",
+    "*.tar", "*.tflite", "*.tgz", "*.wasm", "*.xz", "*.zip", "*.zst", "*tfevents*", "*.gguf",
+)  # fmt: skip
+# Files a download tool leaves next to a copy (partial downloads, local_dir metadata): never served.
+_SKIP_DIRS = {".git", CACHE_DIR_NAME, ".hubget"}
+_SKIP_SUFFIXES = (".hubget-partial", ".hubget-partial.json", ".incomplete", ".lock")
+SNAPSHOT_TTL = 1.0  # seconds a walk of the folder is reused (requests of one download come in bursts)
+
+
+def pointer_sha1(sha256: str, size: int) -> str:
+    """The git blob id of the LFS pointer git would store for this file (the hub's tree ``oid``)."""
+    pointer = lfs_pointer(sha256, size)
+    return hashlib.sha1(b"blob %d\0" % len(pointer) + pointer).hexdigest()
+
+
+def lfs_patterns(folder: Path) -> tuple[str, ...]:
+    """``filter=lfs`` patterns of the folder's .gitattributes, or the hub's defaults without one."""
+    try:
+        text = (folder / ".gitattributes").read_text("utf-8", "replace")
+    except OSError:
+        return HF_DEFAULT_LFS_PATTERNS
+    patterns = [line.split()[0] for line in text.splitlines() if "filter=lfs" in line.split()[1:]]
+    return tuple(patterns) if patterns else HF_DEFAULT_LFS_PATTERNS
+
+
+def is_lfs_path(path: str, size: int, patterns: tuple[str, ...]) -> bool:
+    if size > LFS_SIZE_THRESHOLD:
+        return True
+    name = path.rsplit("/", 1)[-1]
+    for pattern in patterns:
+        # gitattributes: a pattern without a slash matches the name at any depth.
+        target = path if "/" in pattern.strip("/") else name
+        if fnmatch.fnmatchcase(target, pattern.lstrip("/")):
+            return True
+    return False
+
+
+def make_entry(rel: str, real: Path, size: int, patterns: tuple[str, ...], hashes: HashCache) -> Entry:
+    if is_lfs_path(rel, size, patterns):
+        sha256 = hashes.sha256(real)
+        return Entry(rel, size, pointer_sha1(sha256, size), sha256, True)
+    return Entry(rel, size, hashes.git_sha1(real))
+
+
+def commit_id(entries: list[Entry]) -> str:
+    h = hashlib.sha1(b"hubget-folder-v1\n")
+    for e in entries:
+        h.update(f"{e.path}\0{e.etag}\n".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    signature: tuple[tuple[str, int, int, int], ...]
+    commit: str
+    entries: list[Entry]
+    date: float
+    walked_at: float
+
+
+class FolderRepo(Repo):
+    def __init__(
+        self,
+        folder: Path,
+        repo_type: RepoType,
+        repo_id: str,
+        hashes: HashCache,
+        *,
+        allowed_root: Path | None = None,
+    ) -> None:
+        self.root = folder
+        self.allowed_root = allowed_root or folder
+        self.repo_type = repo_type
+        self.repo_id = repo_id
+        self.git_dir = None
+        self._hashes = hashes
+        self._lock = threading.Lock()
+        self._snapshot: _Snapshot | None = None
+        self._files: dict[str, Path] = {}
+
+    def _walk(self) -> list[tuple[str, Path, os.stat_result]]:
+        """Every served file: (relative path, real path, stat). Symlinks are followed only while they
+        stay inside the served root; anything else is left out."""
+        out = []
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            rel_dir = os.path.relpath(dirpath, self.root)
+            dirnames[:] = sorted(
+                d
+                for d in dirnames
+                if d not in _SKIP_DIRS
+                and not (rel_dir == "." and d == ".cache")
+                and not os.path.islink(os.path.join(dirpath, d))
+            )
+            for name in filenames:
+                if name.endswith(_SKIP_SUFFIXES):
+                    continue
+                full = os.path.join(dirpath, name)
+                real = os.path.realpath(full)
+                if not real.startswith(str(self.allowed_root) + os.sep):
+                    continue
+                try:
+                    st = os.stat(real)
+                except OSError:
+                    continue
+                if not os.path.isfile(real):
+                    continue
+                rel = name if rel_dir == "." else f"{rel_dir}/{name}".replace(os.sep, "/")
+                out.append((rel, Path(real), st))
+        out.sort(key=lambda t: t[0])
+        return out
+
+    def snapshot(self) -> _Snapshot:
+        with self._lock:
+            snap = self._snapshot
+            if snap is not None and time.monotonic() - snap.walked_at < SNAPSHOT_TTL:
+                return snap
+            files = self._walk()
+            signature = tuple((rel, st.st_size, st.st_mtime_ns, st.st_ino) for rel, _, st in files)
+            if snap is not None and snap.signature == signature:
+                snap = _Snapshot(signature, snap.commit, snap.entries, snap.date, time.monotonic())
+            else:
+                patterns = lfs_patterns(self.root)
+                entries = [
+                    make_entry(rel, real, st.st_size, patterns, self._hashes) for rel, real, st in files
+                ]
+                date = max((st.st_mtime for _, _, st in files), default=0.0)
+                snap = _Snapshot(signature, commit_id(entries), entries, date, time.monotonic())
+                self._files = {rel: real for rel, real, _ in files}
+            self._snapshot = snap
+            return snap
+
+    def resolve(self, revision: str | None = None) -> str:
+        revision = check_revision(revision or "main")
+        snap = self.snapshot()
+        if revision in ("main", "master", snap.commit):
+            return snap.commit
+        raise RevisionNotFoundError(
+            f"revision {revision!r} not found in {self.repo_id} (a folder has only main)"
+        )
+
+    def list_files(self, commit: str) -> list[Entry]:
+        snap = self.snapshot()
+        if commit != snap.commit:
+            raise RevisionNotFoundError(
+                f"revision {commit!r} not found in {self.repo_id} (the folder changed)"
+            )
+        return snap.entries
+
+    def refs(self) -> list[Ref]:
+        snap = self.snapshot()
+        return [Ref("main", "branch", snap.commit, snap.date)]
+
+    def commit_date(self, commit: str) -> float:
+        return self.snapshot().date
+
+    def _body(self, commit: str, entry: Entry) -> Body:
+        with self._lock:
+            real = self._files.get(entry.path)
+        if real is None:
+            raise EntryNotFoundError(f"{entry.path} not found in {self.repo_id}")
+        return Body(size=entry.size, path=real)

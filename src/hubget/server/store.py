@@ -1,0 +1,253 @@
+"""The repos `hubget serve` serves, found on disk, behind one small API the routes share.
+
+Layout of a served ROOT (a repo id is ``owner/name`` or a bare ``name``):
+
+    ROOT/models/{owner}/{name}/      model repos (also ROOT/models/{name}/ for an id without owner)
+    ROOT/datasets/{owner}/{name}/    dataset repos
+    ROOT/spaces/{owner}/{name}/      space repos
+    ROOT/{owner}/{name}/             also a model repo, when ``owner`` is not models/datasets/spaces
+
+A repo folder is a git repository (work tree or bare, also found as ``{name}.git``) or a plain folder
+of files. ``--hf-cache DIR`` adds the repos of a Hugging Face cache (``models--org--name``); a repo in
+ROOT wins over the same id in the cache. Hashes of plain files are remembered in
+``ROOT/.hubget-cache/hashes.sqlite`` (or in memory when ROOT is read-only).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from hubget.errors import EntryNotFoundError, RepoNotFoundError, RevisionNotFoundError, UnsafePathError
+from hubget.models import RepoType
+from hubget.paths import safe_relpath
+
+CACHE_DIR_NAME = ".hubget-cache"
+TYPE_DIRS: dict[str, str] = {"model": "models", "dataset": "datasets", "space": "spaces"}
+HF_CACHE_PREFIX: dict[str, str] = {"model": "models", "dataset": "datasets", "space": "spaces"}
+_ID_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+_REVISION_BAD = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|^-|^/|/$|//")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One file of a revision. ``sha256`` is set for LFS (large) files; ``git_sha1`` is the git blob id
+    of what git stores (for an LFS file: of its pointer), as the Hugging Face tree API reports it."""
+
+    path: str
+    size: int
+    git_sha1: str
+    sha256: str | None = None
+    is_lfs: bool = False
+
+    @property
+    def etag(self) -> str:
+        """What the hub sends as ETag and the HF cache names the blob by."""
+        return self.sha256 if self.is_lfs and self.sha256 else self.git_sha1
+
+    @property
+    def pointer_size(self) -> int:
+        return len(lfs_pointer(self.sha256 or "", self.size)) if self.is_lfs else 0
+
+
+@dataclass(frozen=True)
+class Body:
+    """Where the bytes of an entry are: a file on disk (sent with sendfile) or a git blob (streamed)."""
+
+    size: int
+    path: Path | None = None
+    git_dir: Path | None = None
+    blob: str | None = None
+
+
+@dataclass(frozen=True)
+class Ref:
+    name: str
+    kind: Literal["branch", "tag"]
+    commit: str
+    date: float  # unix time of the commit (or of the newest file for plain folders)
+
+
+def lfs_pointer(sha256: str, size: int) -> bytes:
+    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
+
+
+def check_revision(revision: str) -> str:
+    """Refuse revisions that could be read as options or odd git syntax before they reach a backend."""
+    if not revision or len(revision) > 255 or _REVISION_BAD.search(revision):
+        raise RevisionNotFoundError(f"invalid revision: {revision!r}")
+    return revision
+
+
+class Repo:
+    """A served repo. Backends: ``GitRepo``, ``FolderRepo``, ``HfCacheRepo``. Methods may block
+    (git, hashing): the server calls them from worker threads."""
+
+    repo_type: RepoType
+    repo_id: str
+    root: Path
+    git_dir: Path | None = None  # set for git-backed repos (smart HTTP and LFS are served from it)
+    default_branch: str = "main"
+
+    def resolve(self, revision: str | None = None) -> str:
+        """The 40-hex commit for a branch, tag or commit sha (None: the default branch)."""
+        raise NotImplementedError
+
+    def list_files(self, commit: str) -> list[Entry]:
+        """Every file of the commit, sorted by path."""
+        raise NotImplementedError
+
+    def refs(self) -> list[Ref]:
+        """Branches and tags."""
+        raise NotImplementedError
+
+    def commit_date(self, commit: str) -> float:
+        raise NotImplementedError
+
+    def open_file(self, commit: str, path: str) -> tuple[Entry, Body]:
+        """The entry and where its bytes are; EntryNotFoundError if the commit has no such file."""
+        entry = self.entry(commit, path)
+        return entry, self._body(commit, entry)
+
+    def entry(self, commit: str, path: str) -> Entry:
+        try:
+            safe_relpath(path)
+        except UnsafePathError as exc:
+            raise EntryNotFoundError(str(exc)) from None
+        for entry in self.list_files(commit):
+            if entry.path == path:
+                return entry
+        raise EntryNotFoundError(f"{path} not found in {self.repo_id} at {commit}")
+
+    def _body(self, commit: str, entry: Entry) -> Body:
+        raise NotImplementedError
+
+
+def split_repo_id(repo_id: str) -> list[str]:
+    parts = repo_id.split("/")
+    if not 1 <= len(parts) <= 2 or not all(_ID_PART.match(p) for p in parts):
+        raise RepoNotFoundError(f"invalid repo id: {repo_id!r}")
+    return parts
+
+
+def is_git_repo(path: Path) -> bool:
+    if (path / ".git").exists():
+        return True
+    return (path / "HEAD").is_file() and (path / "objects").is_dir() and (path / "refs").is_dir()
+
+
+class Store:
+    """Finds repos under ROOT (and in an HF cache) and keeps one Repo object per folder."""
+
+    def __init__(self, root: Path, *, hf_cache: Path | None = None, cache_dir: Path | None = None) -> None:
+        from hubget.server.hashcache import HashCache
+
+        self.root = Path(os.path.realpath(root))
+        self.hf_cache = Path(os.path.realpath(hf_cache)) if hf_cache else None
+        db_dir = cache_dir if cache_dir is not None else self.root / CACHE_DIR_NAME
+        self.hashes = HashCache(db_dir / "hashes.sqlite" if os.access(self.root, os.W_OK) else None)
+        self._repos: dict[Path, Repo] = {}
+        self._lock = threading.Lock()
+
+    def find(self, repo_type: RepoType, repo_id: str) -> Repo:
+        """The repo, or RepoNotFoundError."""
+        if repo_type not in TYPE_DIRS:
+            raise RepoNotFoundError(f"unknown repo type {repo_type!r}")
+        parts = split_repo_id(repo_id)
+        for folder in self._candidates(repo_type, parts):
+            if self._usable(folder, single=len(parts) == 1):
+                return self._repo_for(folder, repo_type, repo_id)
+        if self.hf_cache is not None:
+            folder = self.hf_cache / f"{HF_CACHE_PREFIX[repo_type]}--{'--'.join(parts)}"
+            if (folder / "snapshots").is_dir() and self._inside(folder, self.hf_cache):
+                return self._repo_for(folder, repo_type, repo_id, hf_cache=True)
+        raise RepoNotFoundError(f"repository {repo_id!r} ({repo_type}) not found")
+
+    def list_repos(self) -> list[tuple[RepoType, str]]:
+        """Every repo that ``find`` would serve (for listings and logs)."""
+        found: set[tuple[RepoType, str]] = set()
+        for repo_type, dirname in TYPE_DIRS.items():
+            base = self.root / dirname
+            for folder in _subdirs(base):
+                if self._looks_like_repo(folder):
+                    found.add((repo_type, _strip_git(folder.name)))  # type: ignore[arg-type]
+                    continue
+                for sub in _subdirs(folder):
+                    found.add((repo_type, f"{folder.name}/{_strip_git(sub.name)}"))  # type: ignore[arg-type]
+        for owner in _subdirs(self.root):
+            if owner.name in TYPE_DIRS.values() or owner.name.startswith("."):
+                continue
+            for sub in _subdirs(owner):
+                found.add(("model", f"{owner.name}/{_strip_git(sub.name)}"))
+        if self.hf_cache is not None:
+            for folder in _subdirs(self.hf_cache):
+                prefix, _, rest = folder.name.partition("--")
+                kinds = {v: k for k, v in HF_CACHE_PREFIX.items()}
+                if prefix in kinds and rest and (folder / "snapshots").is_dir():
+                    found.add((kinds[prefix], rest.replace("--", "/")))  # type: ignore[arg-type]
+        return sorted(found)
+
+    def _candidates(self, repo_type: RepoType, parts: list[str]) -> list[Path]:
+        base = self.root / TYPE_DIRS[repo_type]
+        rel = "/".join(parts)
+        out = [base / rel, base / f"{rel}.git"]
+        if repo_type == "model" and len(parts) == 2 and parts[0] not in TYPE_DIRS.values():
+            out += [self.root / rel, self.root / f"{rel}.git"]
+        return out
+
+    def _usable(self, folder: Path, *, single: bool) -> bool:
+        if not folder.is_dir() or not self._inside(folder, self.root):
+            return False
+        # ROOT/models/{name} may be an owner folder rather than a repo without owner.
+        return self._looks_like_repo(folder) if single else True
+
+    @staticmethod
+    def _looks_like_repo(folder: Path) -> bool:
+        """A folder is a repo (rather than an owner folder) if it is a git repo or holds a file."""
+        if is_git_repo(folder):
+            return True
+        try:
+            return any(child.is_file() for child in folder.iterdir())
+        except OSError:
+            return False
+
+    @staticmethod
+    def _inside(path: Path, root: Path) -> bool:
+        real = Path(os.path.realpath(path))
+        return real == root or root in real.parents
+
+    def _repo_for(self, folder: Path, repo_type: RepoType, repo_id: str, *, hf_cache: bool = False) -> Repo:
+        from hubget.server.folderrepo import FolderRepo
+        from hubget.server.gitrepo import GitRepo
+        from hubget.server.hfcacherepo import HfCacheRepo
+
+        key = Path(os.path.realpath(folder))
+        with self._lock:
+            repo = self._repos.get(key)
+            if repo is None or repo.repo_type != repo_type:
+                if hf_cache:
+                    repo = HfCacheRepo(key, repo_type, repo_id, self.hashes)
+                elif is_git_repo(key):
+                    repo = GitRepo(key, repo_type, repo_id)
+                else:
+                    repo = FolderRepo(key, repo_type, repo_id, self.hashes, allowed_root=self.root)
+                self._repos[key] = repo
+            return repo
+
+    def close(self) -> None:
+        self.hashes.close()
+
+
+def _subdirs(base: Path) -> list[Path]:
+    try:
+        return sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return []
+
+
+def _strip_git(name: str) -> str:
+    return name[: -len(".git")] if name.endswith(".git") else name
