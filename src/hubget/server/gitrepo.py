@@ -15,7 +15,7 @@ from pathlib import Path
 
 from hubget.errors import EntryNotFoundError, HubgetError, RevisionNotFoundError
 from hubget.models import RepoType
-from hubget.server.store import Body, Entry, Ref, Repo, check_revision
+from hubget.server.store import Body, CommitInfo, Entry, Ref, Repo, check_revision
 
 POINTER_MAX_SIZE = 1024  # git-lfs never treats a larger blob as a pointer
 _POINTER = re.compile(
@@ -63,6 +63,7 @@ class GitRepo(Repo):
         self.lfs_objects = self.common_dir / "lfs" / "objects"
         self._listings: OrderedDict[str, list[Entry]] = OrderedDict()
         self._dates: dict[str, float] = {}
+        self._last_commits: OrderedDict[str, dict[str, CommitInfo]] = OrderedDict()
         self._lock = threading.Lock()
 
     # -- git plumbing -------------------------------------------------------------------------
@@ -205,3 +206,42 @@ class GitRepo(Repo):
             assert out is not None
             self._dates[commit] = float(out.decode().strip())
         return self._dates[commit]
+
+    def last_commits(self, commit: str) -> dict[str, CommitInfo]:
+        with self._lock:
+            if (hit := self._last_commits.get(commit)) is not None:
+                return hit
+        wanted = {e.path for e in self.list_files(commit)}
+        found: dict[str, CommitInfo] = {}
+        # One walk down the history: the first commit (newest) naming a file is its last change.
+        raw = self._git(
+            "-c",
+            "core.quotePath=false",
+            "log",
+            "--no-renames",
+            "--format=%x01%H%x02%ct%x02%s",
+            "--name-only",
+            "-z",
+            commit,
+            "--",
+        )
+        assert raw is not None
+        current: CommitInfo | None = None
+        for token in raw.decode("utf-8", "surrogateescape").split("\0"):
+            token = token.strip("\n")
+            if "\x01" in token:
+                head, _, first_path = token.partition("\n")
+                sha, date, title = head.lstrip("\x01").split("\x02", 2)
+                current = CommitInfo(sha, title, float(date))
+                token = first_path.strip("\n")
+            if token and current is not None and token in wanted and token not in found:
+                found[token] = current
+            if len(found) == len(wanted):
+                break
+        fallback = CommitInfo(commit, "", self.commit_date(commit))
+        result = {path: found.get(path, fallback) for path in wanted}
+        with self._lock:
+            self._last_commits[commit] = result
+            while len(self._last_commits) > _LISTING_CACHE_SIZE:
+                self._last_commits.popitem(last=False)
+        return result

@@ -65,6 +65,13 @@ class Body:
 
 
 @dataclass(frozen=True)
+class CommitInfo:
+    id: str
+    title: str
+    date: float
+
+
+@dataclass(frozen=True)
 class Ref:
     name: str
     kind: Literal["branch", "tag"]
@@ -107,6 +114,12 @@ class Repo:
 
     def commit_date(self, commit: str) -> float:
         raise NotImplementedError
+
+    def last_commits(self, commit: str) -> dict[str, CommitInfo]:
+        """For each file of ``commit``, the newest commit that changed it (the hub's ``lastCommit``).
+        Backends without history answer with ``commit`` itself for every file."""
+        info = CommitInfo(commit, "", self.commit_date(commit))
+        return {e.path: info for e in self.list_files(commit)}
 
     def open_file(self, commit: str, path: str) -> tuple[Entry, Body]:
         """The entry and where its bytes are; EntryNotFoundError if the commit has no such file."""
