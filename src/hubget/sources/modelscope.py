@@ -77,6 +77,7 @@ def file_url(endpoint: str, repo_type: str, repo_id: str, revision: str, path: s
 
 class ModelScopeSource:
     name = "modelscope"
+    listing_cap = LISTING_CAP
 
     def __init__(
         self, endpoint: str | None = None, token: str | None = None, client: HttpClient | None = None
@@ -145,7 +146,7 @@ class ModelScopeSource:
         if ref.repo_type == "dataset":
             return self._list_dataset(ref, revision, root=None)
         entries = self._list_page(ref, revision, recursive=True, root=None)
-        if len(entries) < LISTING_CAP:
+        if len(entries) < self.listing_cap:
             return entries
         return self._walk(ref, revision, entries)
 
@@ -180,7 +181,7 @@ class ModelScopeSource:
             for root in frontier:
                 subtree = known.pop(root)
                 absorb(subtree)
-                if len(subtree) >= LISTING_CAP:
+                if len(subtree) >= self.listing_cap:
                     capped.append(root)
             if not capped:
                 break
@@ -190,7 +191,7 @@ class ModelScopeSource:
                 level = shallow[root]
                 absorb(level)
                 children = [_entry_path(e) for e in level if _entry_type(e) == "tree" and _entry_path(e)]
-                if len(level) >= LISTING_CAP or not children:
+                if len(level) >= self.listing_cap or not children:
                     incomplete.append(root or "/")
                 next_frontier.extend(children)
             frontier = list(dict.fromkeys(next_frontier))
@@ -199,7 +200,7 @@ class ModelScopeSource:
             log.warning(
                 "%s: the hub lists at most %d entries per folder; these folders may hold more: %s",
                 ref.repo_id,
-                LISTING_CAP,
+                self.listing_cap,
                 ", ".join(incomplete[:5]),
             )
         return list(collected.values())
