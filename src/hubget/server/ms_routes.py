@@ -26,6 +26,7 @@ from hubget.errors import EntryNotFoundError, HubgetError, RepoNotFoundError, Re
 from hubget.hashing import READ_BLOCK
 from hubget.models import RepoType
 from hubget.server.gitrepo import blob_command
+from hubget.server.sender import send_body
 from hubget.server.store import Body, Entry, Repo, Store
 
 DEFAULT_REVISION = "master"
@@ -175,8 +176,8 @@ class MsApi:
         commit = await _blocking(self.resolve, repo, request.query.get("Revision"))
         entry, body = await _blocking(repo.open_file, commit, path)
         sha256 = await _blocking(self.sha256, repo, commit, entry)
-        headers = {"X-Linked-ETag": f'"{sha256}"', "ETag": f'"{sha256}"', "X-Linked-Size": str(entry.size)}
-        return await send_body(request, body, headers)
+        etag = f'"{sha256}"'
+        return await send_body(request, body, etag, {"X-Linked-ETag": etag, "X-Linked-Size": str(entry.size)})
 
     async def revisions_handler(self, request: web.Request) -> web.StreamResponse:
         repo = await _blocking(self.repo, *_ids(request))
@@ -200,19 +201,6 @@ class MsApi:
 
     async def acceleration(self, request: web.Request) -> web.StreamResponse:
         return error_response(404, "no intra-cloud acceleration on this server")
-
-
-async def send_body(request: web.Request, body: Body, headers: dict[str, str]) -> web.StreamResponse:
-    if body.path is not None:
-        response = web.FileResponse(body.path, headers=headers)
-        return response
-    data = await _blocking(_read_blob, body)
-    return web.Response(body=data, headers=headers, content_type="application/octet-stream")
-
-
-def _read_blob(body: Body) -> bytes:
-    assert body.git_dir is not None and body.blob is not None
-    return subprocess.run(blob_command(body.git_dir, body.blob), capture_output=True, check=True).stdout
 
 
 def _tree_entry(path: str, commit: str, date: int) -> dict[str, Any]:
