@@ -41,7 +41,8 @@ from tests.support.tiny_model import (  # noqa: E402
 
 OWNER = "hubget-test"
 PLAIN, REMOTE, BOTH = f"{OWNER}/tiny-llm", f"{OWNER}/tiny-remote", f"{OWNER}/tiny-both"
-SEEDS = {PLAIN: 0, REMOTE: 1, BOTH: 2}
+GIT = f"{OWNER}/tiny-git"  # a git repo: tag v1 holds seed 3; main holds seed 4 and a seed-5 model in student/
+SEEDS = {PLAIN: 0, REMOTE: 1, BOTH: 2, "v1": 3, "main": 4, "student": 5}
 REMOTE_MARKER = "published-by-the-test-hub-7f3a"
 
 
@@ -75,7 +76,7 @@ class Hub:
 
 
 @contextlib.contextmanager
-def recording_hub(root: Path) -> Iterator[Hub]:
+def recording_hub(root: Path, tokens: list[str] | None = None) -> Iterator[Hub]:
     """`hubget serve` on ``root`` in a background thread, with a middleware that records requests."""
     from aiohttp import web
 
@@ -88,7 +89,7 @@ def recording_hub(root: Path) -> Iterator[Hub]:
         hub.requests.append(Recorded(request.method, request.path_qs, request.headers.get("User-Agent", "")))
         return await handler(request)
 
-    app = create_app(root)
+    app = create_app(root, tokens=tokens)
     app.middlewares.append(record)
     loop = asyncio.new_event_loop()
     bound: queue.Queue[str | BaseException] = queue.Queue()
@@ -128,12 +129,27 @@ def hub_root(tmp_path_factory) -> Path:
     build_tiny_causal_lm(root / "models" / PLAIN, seed=SEEDS[PLAIN])
     build_tiny_causal_lm(root / "models" / REMOTE, seed=SEEDS[REMOTE], remote_code=True, marker=REMOTE_MARKER)
     build_tiny_causal_lm(root / "models" / BOTH, seed=SEEDS[BOTH], both_formats=True, sharded=True)
+    build_git_repo(root / "models" / GIT, tmp_path_factory.mktemp("git-build"))
     return root
+
+
+def build_git_repo(dest: Path, scratch: Path) -> None:
+    from tests.support.repos import GitRepoBuilder
+
+    def model_files(seed: int, prefix: str = "") -> dict[str, bytes]:
+        folder = scratch / str(seed)
+        build_tiny_causal_lm(folder, seed=seed)
+        return {prefix + p.name: p.read_bytes() for p in folder.iterdir()}
+
+    repo = GitRepoBuilder(dest)
+    repo.commit(model_files(SEEDS["v1"]), "first model")
+    repo.tag("v1")
+    repo.commit({**model_files(SEEDS["main"]), **model_files(SEEDS["student"], "student/")}, "retrained")
 
 
 @pytest.fixture(scope="module")
 def references() -> dict[str, tuple[object, object]]:
-    return {repo: (reference_logits(seed=s), reference_generation(seed=s)) for repo, s in SEEDS.items()}
+    return {name: (reference_logits(seed=s), reference_generation(seed=s)) for name, s in SEEDS.items()}
 
 
 @pytest.fixture(scope="module")
@@ -387,3 +403,32 @@ def test_auto_source_falls_back_to_modelscope(hub, tmp_path, references, monkeyp
     model = hubget.from_pretrained(AutoModelForCausalLM, PLAIN, source="auto")
     assert_same_model(model, PLAIN, references)
     assert (ms_snapshot(tmp_path, PLAIN) / "model.safetensors").is_file()
+
+
+# -- revision, subfolder, token -------------------------------------------------------------------
+
+
+def test_revision_and_subfolder_are_honoured(hub, tmp_path, references):
+    student = hubget.from_pretrained(AutoModelForCausalLM, GIT, subfolder="student")
+    assert_same_model(student, "student", references)
+    fetched = hub.fetched(GIT)
+    assert "student/model.safetensors" in fetched and "model.safetensors" not in fetched
+    tokenizer = hubget.from_pretrained(AutoTokenizer, GIT, subfolder="student")
+    assert tokenizer(REFERENCE_TEXT)["input_ids"] == reference_input_ids()[0].tolist()
+
+    old = hubget.from_pretrained(AutoModelForCausalLM, GIT, revision="v1")
+    assert_same_model(old, "v1", references)
+    repo_dir = tmp_path / "hf-home" / "hub" / ("models--" + GIT.replace("/", "--"))
+    assert (repo_dir / "refs" / "v1").read_text() != (repo_dir / "refs" / "main").read_text()
+    assert_same_model(hubget.from_pretrained(AutoModelForCausalLM, GIT), "main", references)
+
+
+def test_token_is_sent_to_a_protected_hub(hub_root, modules_cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    with recording_hub(hub_root, tokens=["s3cret"]) as protected:
+        monkeypatch.setenv("HF_ENDPOINT", protected.url)
+        with pytest.raises(hubget.HubgetError, match="401|denied"):
+            hubget.from_pretrained(AutoConfig, PLAIN, token=False)
+        config = hubget.from_pretrained(AutoConfig, PLAIN, token="s3cret")
+    assert config.model_type == "llama"

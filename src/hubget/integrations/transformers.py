@@ -132,6 +132,7 @@ class _Repo:
 
     def fetch(self, paths: list[str]) -> Path:
         from hubget.api import fetch_snapshot
+        from hubget.cli.progress import make_progress
 
         report = fetch_snapshot(
             self.source,
@@ -140,7 +141,8 @@ class _Repo:
             filenames=sorted(set(paths)),
             snapshot=self.snapshot(),
             max_workers=self.max_workers,
-            progress=self.progress,
+            # A display lives for one run: each fetch gets a fresh default one.
+            progress=self.progress if self.progress is not None else make_progress(quiet=False),
         )
         return Path(report.path)
 
@@ -301,7 +303,9 @@ def from_pretrained(
     Hugging Face hub, then ModelScope when the repo is not there or the hub cannot be reached).
     ``cache_dir``, ``token``, ``local_files_only``, ``subfolder``, ``variant``, ``use_safetensors`` and
     ``gguf_file`` have their transformers meaning; every other argument goes to ``cls.from_pretrained``.
-    A local folder is passed through unchanged.
+    A local folder is passed through unchanged. ``progress`` receives download progress; by default
+    a bar on a terminal, a line log otherwise, nothing with ``HF_HUB_DISABLE_PROGRESS_BARS=1``
+    (pass ``hubget.transfer.jobs.ProgressSink()`` for silence).
     """
     loader = cls.from_pretrained
     return _load(loader, cls, repo_id, model_args, kwargs, source, revision, endpoint, max_workers, progress)
