@@ -131,10 +131,12 @@ def _fetch_locked(git: Git, root: Path, objects_dir: Path, options: FetchOptions
     report.selected = len(chosen)
 
     to_place: list[LfsEntry] = []
+    present: list[str] = []
     for entry in chosen:
         state = worktree_state(root, entry)
         if state is WorktreeState.PRESENT:
             report.already_present += 1
+            present.append(entry.path)
         elif state is WorktreeState.MODIFIED:
             report.skipped_modified.append(entry.path)
         else:
@@ -154,18 +156,15 @@ def _fetch_locked(git: Git, root: Path, objects_dir: Path, options: FetchOptions
         except HubgetError as e:  # place what did arrive, then report the failure
             failure = e
 
-    placed_any = False
+    placed: list[str] = []
     for entry in to_place:
         obj = object_path(entry.pointer)
         if not _object_ok(obj, entry.pointer.size):
             continue
         used = place(obj, join_inside(root, entry.path), executable=entry.executable, mode=options.link_mode)
         report.placed[used] = report.placed.get(used, 0) + 1
-        placed_any = True
-    if placed_any or report.already_present:
-        # Record the new files' stat data in the index, so `git status` needs no re-hash later.
-        # Exit status 1 only says some files differ from the index (the user's edits).
-        git.run("update-index", "-q", "--refresh", check=False)
+        placed.append(entry.path)
+    _update_index(git, placed + present)
     if failure is not None:
         raise failure
     if report.errors:
@@ -173,6 +172,24 @@ def _fetch_locked(git: Git, root: Path, objects_dir: Path, options: FetchOptions
             f"{len(report.errors)} LFS object(s) could not be fetched: " + "; ".join(report.errors[:3])
         )
     return report
+
+
+def _update_index(git: Git, paths: list[str]) -> None:
+    """Record the placed files in the index, as git-lfs does after a checkout.
+
+    The index still holds the pointer's size, and git takes a size change for a modification
+    without running the clean filter; re-adding the path runs it (the pointer, hence the blob id,
+    is unchanged) and stores the new stat data, so `git status` is clean and needs no re-hash.
+    Only paths whose stat data changed are re-added (a rerun after a kill finds the rest done).
+    """
+    if not paths:
+        return
+    wanted = set(paths)
+    changed = git.run("diff-files", "--name-only", "-z").split(b"\0")
+    stale = [p for p in (c.decode("utf-8", "surrogateescape") for c in changed if c) if p in wanted]
+    if stale:
+        data = b"".join(p.encode("utf-8", "surrogateescape") + b"\0" for p in stale)
+        git.run("update-index", "-q", "-z", "--stdin", input=data)
 
 
 def _object_ok(path: Path, size: int) -> bool:
