@@ -1,0 +1,217 @@
+"""The repos the benchmark downloads, generated once per size and reused (with a manifest of sha256s).
+
+Three shapes, each a plain folder under ``ROOT/{models,datasets}/bench/NAME`` that `hubget serve` serves:
+- ``large-file``: one big ``.safetensors`` file, the case where ranges in parallel decide;
+- ``chat-7b-scaled``: a 7B chat model scaled down: sharded safetensors *and* .bin (as many chat repos
+  ship both), their index files, tokenizer and config files, custom modelling code;
+- ``small-files``: a dataset of thousands of small files, where per-file latency decides.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+MB = 1024 * 1024
+BLOCK = 4 * MB
+OWNER = "bench"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each repo is at one scale."""
+
+    large_file: int
+    shards: int
+    shard_bytes: int
+    small_files: int
+    small_max: int  # bytes; small files are 1 KiB .. small_max, skewed to the small end
+    cap_per_conn: int  # bytes/s per connection in the capped scenario
+
+
+SCALES: dict[str, Sizes] = {
+    # CI smoke: a few MB in all, seconds per run.
+    "small": Sizes(
+        large_file=16 * MB,
+        shards=2,
+        shard_bytes=3 * MB,
+        small_files=60,
+        small_max=16 * 1024,
+        cap_per_conn=8 * MB,
+    ),
+    "medium": Sizes(
+        large_file=512 * MB,
+        shards=8,
+        shard_bytes=64 * MB,
+        small_files=2000,
+        small_max=64 * 1024,
+        cap_per_conn=20 * MB,
+    ),
+    "full": Sizes(
+        large_file=2048 * MB,
+        shards=8,
+        shard_bytes=256 * MB,
+        small_files=2000,
+        small_max=64 * 1024,
+        cap_per_conn=20 * MB,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class RepoFile:
+    path: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class BenchRepo:
+    """A generated repo: where it is served from and what each file must hash to."""
+
+    repo_id: str
+    repo_type: str  # "model" or "dataset"
+    folder: Path
+    files: tuple[RepoFile, ...]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+def _random_file(path: Path, size: int, header: bytes = b"") -> str:
+    """Write ``header`` then random bytes up to ``size``; return the sha256 (computed while writing)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(header)
+    with open(path, "wb") as f:
+        f.write(header)
+        remaining = size - len(header)
+        while remaining > 0:
+            chunk = os.urandom(min(BLOCK, remaining))
+            digest.update(chunk)
+            f.write(chunk)
+            remaining -= len(chunk)
+    return digest.hexdigest()
+
+
+def _text_file(path: Path, text: str) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = text.encode()
+    path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _safetensors_header(tensor: str, size: int) -> bytes:
+    """The header of a valid safetensors file holding one uint8 tensor of the remaining bytes."""
+    body = json.dumps({tensor: {"dtype": "U8", "shape": [0], "data_offsets": [0, 0]}}).encode()
+    # The real tensor length depends on the header length: solve once, pad to 8 bytes.
+    for _ in range(3):
+        n = size - 8 - len(body)
+        body = json.dumps({tensor: {"dtype": "U8", "shape": [n], "data_offsets": [0, n]}}).encode()
+        body += b" " * (-len(body) % 8)
+    return struct.pack("<Q", len(body)) + body
+
+
+def _large_file(folder: Path, sizes: Sizes) -> dict[str, str]:
+    name = "model.safetensors"
+    return {
+        name: _random_file(folder / name, sizes.large_file, _safetensors_header("weight", sizes.large_file))
+    }
+
+
+def _chat_model(folder: Path, sizes: Sizes) -> dict[str, str]:
+    out: dict[str, str] = {}
+    n = sizes.shards
+    st_map: dict[str, str] = {}
+    bin_map: dict[str, str] = {}
+    for i in range(1, n + 1):
+        tensor = f"model.layers.{i - 1}.weight"
+        st = f"model-{i:05d}-of-{n:05d}.safetensors"
+        pt = f"pytorch_model-{i:05d}-of-{n:05d}.bin"
+        out[st] = _random_file(folder / st, sizes.shard_bytes, _safetensors_header(tensor, sizes.shard_bytes))
+        out[pt] = _random_file(folder / pt, sizes.shard_bytes)
+        st_map[tensor] = st
+        bin_map[tensor] = pt
+    total = n * sizes.shard_bytes
+    for name, weight_map in (
+        ("model.safetensors.index.json", st_map),
+        ("pytorch_model.bin.index.json", bin_map),
+    ):
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        out[name] = _text_file(folder / name, json.dumps(index, indent=2))
+    config = {
+        "architectures": ["BenchChatForCausalLM"],
+        "auto_map": {"AutoModelForCausalLM": "modeling_benchchat.BenchChatForCausalLM"},
+        "model_type": "benchchat",
+        "hidden_size": 4096,
+        "num_hidden_layers": 32,
+        "torch_dtype": "bfloat16",
+    }
+    out["config.json"] = _text_file(folder / "config.json", json.dumps(config, indent=2))
+    out["generation_config.json"] = _text_file(folder / "generation_config.json", '{"max_new_tokens": 512}\n')
+    out["tokenizer_config.json"] = _text_file(
+        folder / "tokenizer_config.json", '{"model_max_length": 32768, "chat_template": "{{ messages }}"}\n'
+    )
+    out["special_tokens_map.json"] = _text_file(folder / "special_tokens_map.json", '{"eos_token": "</s>"}\n')
+    out["tokenizer.model"] = _random_file(folder / "tokenizer.model", 1 * MB)
+    out["tokenizer.json"] = _text_file(folder / "tokenizer.json", json.dumps({"vocab": list(range(20000))}))
+    code = "# custom modelling code, loaded with trust_remote_code\n" * 200
+    out["modeling_benchchat.py"] = _text_file(folder / "modeling_benchchat.py", code)
+    out["configuration_benchchat.py"] = _text_file(folder / "configuration_benchchat.py", code[:2000])
+    out["README.md"] = _text_file(folder / "README.md", "# bench chat model\nScaled-down 7B chat layout.\n")
+    return out
+
+
+def _small_files(folder: Path, sizes: Sizes) -> dict[str, str]:
+    rng = random.Random(7)
+    out: dict[str, str] = {}
+    for i in range(sizes.small_files):
+        # Sizes from 1 KiB up, skewed to the small end (most dataset shards of this kind are small).
+        size = int(1024 + (sizes.small_max - 1024) * rng.random() ** 2)
+        split = ("train", "validation", "test")[i % 3]
+        ext = ("parquet", "json")[i % 2]
+        path = f"data/{split}/part-{i // 200:02d}/{i:05d}.{ext}"
+        out[path] = _random_file(folder / path, size)
+    out["README.md"] = _text_file(folder / "README.md", "# bench dataset\nMany small files.\n")
+    return out
+
+
+GENERATORS = {
+    "large-file": ("model", _large_file),
+    "chat-7b-scaled": ("model", _chat_model),
+    "small-files": ("dataset", _small_files),
+}
+
+
+def ensure_repo(root: Path, name: str, scale: str) -> BenchRepo:
+    """The repo ``name`` at ``scale`` under ``root``, generated unless its manifest says it is there."""
+    repo_type, generate = GENERATORS[name]
+    sizes = SCALES[scale]
+    folder = root / ("models" if repo_type == "model" else "datasets") / OWNER / name
+    manifest = root / ".manifests" / f"{name}.json"
+    wanted = {"scale": scale, "sizes": sizes.__dict__}
+    if manifest.is_file():
+        saved = json.loads(manifest.read_text())
+        if saved.get("key") == wanted and all((folder / p).is_file() for p in saved["files"]):
+            return _repo(name, repo_type, folder, saved["files"])
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    hashes = generate(folder, sizes)
+    files = {p: {"size": (folder / p).stat().st_size, "sha256": h} for p, h in hashes.items()}
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    manifest.write_text(json.dumps({"key": wanted, "files": files}, indent=1))
+    return _repo(name, repo_type, folder, files)
+
+
+def _repo(name: str, repo_type: str, folder: Path, files: dict[str, dict[str, object]]) -> BenchRepo:
+    entries = tuple(
+        RepoFile(path, int(meta["size"]), str(meta["sha256"]))  # type: ignore[call-overload]
+        for path, meta in sorted(files.items())
+    )
+    return BenchRepo(f"{OWNER}/{name}", repo_type, folder, entries)

@@ -1,0 +1,273 @@
+"""Turning run records into the published figures: a markdown table per scenario (medians of the
+repetitions, ratios to hubget), the targets checked, and a PNG chart."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.peers import BASELINE, PEERS
+from bench.runner import RunRecord
+from bench.scenarios import SCENARIOS
+
+MB = 1e6  # tables speak decimal MB/s, as download tools display
+
+
+@dataclass
+class Summary:
+    scenario: str
+    peer: str
+    runs: int
+    ok: int
+    wall: float
+    cpu: float
+    peak_rss: float  # the largest of the repetitions: a limit is about the worst case
+    fetched: float
+    total: int
+    killed_at: float = 0.0
+    errors: tuple[str, ...] = ()
+
+    @property
+    def mbps(self) -> float:
+        return self.total / self.wall / MB if self.wall else 0.0
+
+
+def summarize(records: Iterable[RunRecord]) -> dict[str, dict[str, Summary]]:
+    """Medians over the successful repetitions of each (scenario, peer)."""
+    groups: dict[tuple[str, str], list[RunRecord]] = {}
+    for r in records:
+        groups.setdefault((r.scenario, r.peer), []).append(r)
+    out: dict[str, dict[str, Summary]] = {}
+    for (scenario, peer), runs in groups.items():
+        good = [r for r in runs if r.ok]
+        use = good or runs
+        errors = tuple(sorted({r.error or "; ".join(r.problems) for r in runs if not r.ok}))
+        out.setdefault(scenario, {})[peer] = Summary(
+            scenario=scenario,
+            peer=peer,
+            runs=len(runs),
+            ok=len(good),
+            wall=statistics.median(r.wall for r in use) if good else 0.0,
+            cpu=statistics.median(r.cpu for r in use),
+            peak_rss=max(r.peak_rss for r in use),
+            fetched=statistics.median(r.bytes_fetched for r in use),
+            total=runs[0].total_bytes,
+            killed_at=statistics.median(r.killed_at_bytes for r in use),
+            errors=errors,
+        )
+    return out
+
+
+def speedup(sums: dict[str, Summary], peer: str) -> float | None:
+    """How many times faster hubget (speaking the peer's protocol) finished than ``peer``."""
+    base = sums.get(BASELINE[PEERS[peer].protocol]) or sums.get("hubget")
+    me = sums.get(peer)
+    if base is None or me is None or not base.ok or not me.ok or not base.wall:
+        return None
+    return me.wall / base.wall
+
+
+def _fmt_ratio(x: float | None) -> str:
+    return f"{x:.2f}x" if x is not None else "-"
+
+
+def _order(peers: Iterable[str]) -> list[str]:
+    rank = {name: i for i, name in enumerate(PEERS)}
+    return sorted(peers, key=lambda p: rank.get(p, 99))
+
+
+def scenario_table(name: str, sums: dict[str, Summary]) -> list[str]:
+    sc = SCENARIOS[name]
+    total = next(iter(sums.values())).total
+    files = {s.peer: s for s in sums.values()}
+    lines = [f"### {name}: {sc.title} ({total / MB:,.0f} MB)", ""]
+    if sc.resume:
+        lines += [
+            "| peer | ok/runs | fetched before the kill (MB) | fetched by the rerun (MB) | rerun time (s) "
+            "| rerun CPU (s) | peak RSS (MB) | hubget speed-up |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for peer in _order(files):
+            s = files[peer]
+            lines.append(
+                f"| {PEERS[peer].label} | {s.ok}/{s.runs} | {s.killed_at / MB:,.0f} | {s.fetched / MB:,.0f} "
+                f"| {s.wall:.2f} | {s.cpu:.2f} | {s.peak_rss / MB:.0f} | {_fmt_ratio(speedup(sums, peer))} |"
+            )
+    else:
+        lines += [
+            "| peer | ok/runs | wall (s) | MB/s | CPU (s) | peak RSS (MB) | fetched (MB) | hubget speed-up |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for peer in _order(files):
+            s = files[peer]
+            wall = f"{s.wall:.2f}" if s.ok else "failed"
+            lines.append(
+                f"| {PEERS[peer].label} | {s.ok}/{s.runs} | {wall} | {s.mbps:,.0f} | {s.cpu:.2f} "
+                f"| {s.peak_rss / MB:.0f} | {s.fetched / MB:,.0f} | {_fmt_ratio(speedup(sums, peer))} |"
+            )
+    failures = [(p, e) for p in _order(files) for e in files[p].errors if e]
+    if failures:
+        lines.append("")
+        lines += [f"- {PEERS[p].label} failed: `{e}`" for p, e in failures]
+    lines.append("")
+    return lines
+
+
+@dataclass
+class Target:
+    text: str
+    goal: float
+    value: float | None
+    unit: str = "x"
+
+    @property
+    def met(self) -> bool | None:
+        if self.value is None:
+            return None
+        return self.value < self.goal if self.unit == "MB" else self.value >= self.goal
+
+
+def targets(all_sums: dict[str, dict[str, Summary]]) -> list[Target]:
+    def ratio(scenario: str, peer: str) -> float | None:
+        return speedup(all_sums[scenario], peer) if scenario in all_sums else None
+
+    out = [
+        Target(
+            "hubget vs hf_transfer, large file (hubget verifies sha256)", 1.0, ratio("large", "hf_transfer")
+        ),
+        Target("hubget vs huggingface_hub, every connection capped", 5.0, ratio("capped", "huggingface_hub")),
+        Target(
+            "hubget vs huggingface_hub, small-files dataset", 2.0, ratio("small-files", "huggingface_hub")
+        ),
+    ]
+    for scenario in ("large", "sharded", "small-files", "capped"):
+        out.append(Target(f"hubget vs modelscope defaults, {scenario}", 2.0, ratio(scenario, "modelscope")))
+    rss = [s.peak_rss / MB for sums in all_sums.values() for p, s in sums.items() if p.startswith("hubget")]
+    out.append(Target("hubget peak RSS, any scenario", 200.0, max(rss) if rss else None, unit="MB"))
+    return out
+
+
+def markdown(records: list[RunRecord], meta: dict[str, object], chart: str | None) -> str:
+    all_sums = summarize(records)
+    machine = meta.get("machine", {})
+    assert isinstance(machine, dict)
+    lines = ["# Benchmarks", ""]
+    lines += [
+        "hubget and its peers download the same generated repos from the same local server "
+        "(`hubget serve` on 127.0.0.1, the only origin of file bytes for every peer; nginx `limit_rate` in "
+        "front of it for the capped scenario). Each peer runs in its own process, into a fresh cache; the "
+        "order of the peers rotates every repetition so background load hits all of them alike. Every "
+        "file every peer wrote is checked against its sha256 afterwards. Figures are medians of the "
+        "repetitions (peak RSS: the largest). *hubget speed-up* is the peer's wall time divided by "
+        "hubget's (hubget `--source modelscope` for the modelscope rows): above 1x hubget is faster.",
+        "",
+        "Reproduce: `python -m bench --scale full --repeat 3 --out docs` (`--help` for scenarios and peers).",
+        "",
+    ]
+    if chart:
+        lines += [f"![benchmark chart]({chart})", ""]
+    lines += [
+        f"Run: scale `{meta.get('scale')}`, {meta.get('repeat')} repetition(s), {meta.get('date')}.",
+        "",
+    ]
+    if meta.get("note"):
+        lines += [str(meta["note"]), ""]
+    lines += ["## Targets", "", "| target | goal | measured | met |", "|---|---|---|---|"]
+    for t in targets(all_sums):
+        goal = f"< {t.goal:.0f} MB" if t.unit == "MB" else f">= {t.goal:.1f}x"
+        value = "-" if t.value is None else (f"{t.value:.0f} MB" if t.unit == "MB" else f"{t.value:.2f}x")
+        met = {True: "yes", False: "**no**", None: "-"}[t.met]
+        lines.append(f"| {t.text} | {goal} | {value} | {met} |")
+    lines += ["", "## Results", ""]
+    for name in SCENARIOS:
+        if name in all_sums:
+            lines += scenario_table(name, all_sums[name])
+    lines += ["## Peers", "", "| peer | how it is run |", "|---|---|"]
+    seen = {r.peer for r in records}
+    lines += [f"| {PEERS[p].label} | {PEERS[p].describe} |" for p in _order(seen)]
+    lines += ["", "## Machine", "", "| | |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in machine.items()]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def chart(records: list[RunRecord], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    all_sums = summarize(records)
+    panels = [n for n in SCENARIOS if n in all_sums and not SCENARIOS[n].resume]
+    has_resume = "resume" in all_sums
+    count = len(panels) + (1 if has_resume else 0) + 1
+    cols = 2 if count > 1 else 1
+    rows = (count + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, 2.9 * rows), squeeze=False)
+    flat = [ax for row in axes for ax in row]
+    colour = {"hubget": "#d1495b", "hubget-ms": "#d1495b"}
+
+    def bars(ax, labels: list[str], values: list[float], peers: list[str], fmt: str, xlabel: str) -> None:  # type: ignore[no-untyped-def]
+        y = range(len(labels))
+        ax.barh(list(y), values, color=[colour.get(p, "#5b7aa8") for p in peers])
+        ax.set_yticks(list(y), labels, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.tick_params(axis="x", labelsize=8)
+        top = max(values) if values else 1
+        for i, v in enumerate(values):
+            ax.text(v + top * 0.01, i, fmt.format(v), va="center", fontsize=7)
+        ax.set_xlim(0, top * 1.22 if top else 1)
+
+    i = 0
+    for name in panels:
+        sums = all_sums[name]
+        peers = _order(sums)
+        labels = [PEERS[p].label + ("" if sums[p].ok else " (failed)") for p in peers]
+        total = next(iter(sums.values())).total
+        bars(
+            flat[i],
+            labels,
+            [sums[p].mbps for p in peers],
+            peers,
+            "{:,.0f}",
+            "MB/s (median), higher is better",
+        )
+        flat[i].set_title(f"{name}: {SCENARIOS[name].title}, {total / MB:,.0f} MB", fontsize=9)
+        i += 1
+    if has_resume:
+        sums = all_sums["resume"]
+        peers = _order(sums)
+        bars(
+            flat[i],
+            [PEERS[p].label for p in peers],
+            [sums[p].fetched / MB for p in peers],
+            peers,
+            "{:,.0f} MB",
+            "MB fetched again after a kill at 50%, lower is better",
+        )
+        flat[i].set_title("resume: bytes the rerun fetched", fontsize=9)
+        i += 1
+    rss: dict[str, float] = {}
+    for sums in all_sums.values():
+        for p, s in sums.items():
+            rss[p] = max(rss.get(p, 0.0), s.peak_rss / MB)
+    peers = _order(rss)
+    bars(
+        flat[i],
+        [PEERS[p].label for p in peers],
+        [rss[p] for p in peers],
+        peers,
+        "{:,.0f} MB",
+        "peak RSS over all scenarios (MB), lower is better",
+    )
+    flat[i].set_title("memory", fontsize=9)
+    for ax in flat[i + 1 :]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

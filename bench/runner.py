@@ -1,0 +1,195 @@
+"""Running the scenarios: servers up, repos generated, each peer run in turn (order rotated every
+repetition so background load hits all peers alike), its files verified, its folder removed."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from bench.data import SCALES, BenchRepo, ensure_repo
+from bench.measure import Measured, run_measured
+from bench.peers import PEERS, REPO_ROOT
+from bench.scenarios import SCENARIOS, Scenario
+from bench.servers import CappedProxy, HubServer
+from bench.verify import verify_tree
+
+
+@dataclass
+class RunRecord:
+    scenario: str
+    peer: str
+    rep: int
+    order: int
+    total_bytes: int
+    files: int
+    ok: bool
+    returncode: int
+    wall: float
+    cpu: float
+    peak_rss: int
+    bytes_fetched: int
+    verified: int = 0
+    problems: list[str] = field(default_factory=list)
+    error: str = ""
+    # resume scenario only: the first (killed) run
+    killed_at_bytes: int = 0
+    killed_after: float = 0.0
+
+
+def child_env(work: Path, endpoint: str) -> dict[str, str]:
+    """A clean environment per run: fresh HF home, no token, no progress bars, no telemetry."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING", "MODELSCOPE"))}
+    env.update(
+        HF_HOME=str(work / "hf-home"),
+        HF_ENDPOINT=endpoint,
+        HF_HUB_DISABLE_TELEMETRY="1",
+        HF_HUB_DISABLE_PROGRESS_BARS="1",
+        MODELSCOPE_CACHE=str(work / "ms-cache"),
+        MODELSCOPE_ENDPOINT=endpoint,
+        PYTHONPATH=os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p),
+    )
+    return env
+
+
+def _rotate(peers: list[str], rep: int) -> list[str]:
+    k = rep % len(peers) if peers else 0
+    return peers[k:] + peers[:k]
+
+
+class Bench:
+    def __init__(
+        self,
+        *,
+        scale: str,
+        data_dir: Path,
+        repeat: int,
+        peers: list[str] | None,
+        log: Callable[[str], None] = print,
+        on_record: Callable[[RunRecord], None] | None = None,
+    ) -> None:
+        self.scale = scale
+        self.sizes = SCALES[scale]
+        self.root = data_dir / scale / "root"
+        self.work = data_dir / scale / "runs"
+        self.repeat = repeat
+        self.only_peers = peers
+        self.log = log
+        self.on_record = on_record
+        self.records: list[RunRecord] = []
+
+    def peers_for(self, scenario: Scenario) -> list[str]:
+        names = [p for p in scenario.peers if self.only_peers is None or p in self.only_peers]
+        return [p for p in names if PEERS[p].available()]
+
+    def run(self, scenario_names: list[str]) -> list[RunRecord]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        repos: dict[str, BenchRepo] = {}
+        for name in scenario_names:
+            sc = SCENARIOS[name]
+            if sc.repo not in repos:
+                repo = repos[sc.repo] = ensure_repo(self.root, sc.repo, self.scale)
+                self.log(f"repo {repo.repo_id}: {len(repo.files)} files, {repo.total_bytes / 1e6:,.1f} MB")
+        server = HubServer(self.root, self.root.parent / "server.log")
+        try:
+            for repo in repos.values():
+                server.warm(repo.repo_id, repo.repo_type)
+            for name in scenario_names:
+                self._scenario(SCENARIOS[name], repos[SCENARIOS[name].repo], server)
+        finally:
+            server.stop()
+        return self.records
+
+    def _scenario(self, sc: Scenario, repo: BenchRepo, server: HubServer) -> None:
+        peers = self.peers_for(sc)
+        proxy = None
+        endpoint = server.url
+        if sc.capped:
+            proxy = CappedProxy(server.url, self.sizes.cap_per_conn, self.work / "nginx")
+            endpoint = proxy.url
+        try:
+            for rep in range(self.repeat):
+                for order, peer in enumerate(_rotate(peers, rep)):
+                    rec = self._one(sc, repo, peer, rep, order, endpoint, server)
+                    self.records.append(rec)
+                    if self.on_record is not None:
+                        self.on_record(rec)
+        finally:
+            if proxy is not None:
+                proxy.stop()
+
+    def _one(
+        self, sc: Scenario, repo: BenchRepo, peer: str, rep: int, order: int, endpoint: str, server: HubServer
+    ) -> RunRecord:
+        work = self.work / sc.name / f"{peer}-{rep}"
+        shutil.rmtree(work, ignore_errors=True)
+        dest = work / "dest"
+        dest.mkdir(parents=True)
+        inv = PEERS[peer].build(endpoint, repo, dest)
+        env = {**child_env(work, endpoint), **inv.env}
+        rec = RunRecord(sc.name, peer, rep, order, repo.total_bytes, len(repo.files), False, 0, 0, 0, 0, 0)
+        try:
+            if sc.resume:
+                half = repo.total_bytes // 2
+                started = time.monotonic()
+                first = run_measured(
+                    inv.cmd,
+                    env,
+                    REPO_ROOT,
+                    work / "logs-killed",
+                    server.bytes_sent,
+                    kill_when=lambda b: b >= half,
+                )
+                rec.killed_at_bytes = first.bytes_fetched
+                rec.killed_after = time.monotonic() - started
+                if not first.killed:
+                    rec.error = "finished before it could be killed at 50%"
+            m = run_measured(inv.cmd, env, REPO_ROOT, work / "logs", server.bytes_sent)
+            self._fill(rec, m)
+            if m.returncode == 0:
+                verdict = verify_tree(inv.files_root(m.stdout, dest), repo)
+                rec.verified = verdict.ok
+                rec.problems = verdict.problems[:5]
+                rec.ok = verdict.all_ok and not rec.error
+            else:
+                rec.error = rec.error or (m.stderr.strip().splitlines() or ["(no stderr)"])[-1][:300]
+        except Exception as exc:  # a broken peer is a result to report, not a reason to stop the bench
+            rec.error = f"{type(exc).__name__}: {exc}"[:300]
+        finally:
+            shutil.rmtree(work, ignore_errors=True)  # the aria2 input file lives in there too
+        self.log(_line(rec))
+        return rec
+
+    @staticmethod
+    def _fill(rec: RunRecord, m: Measured) -> None:
+        rec.returncode = m.returncode
+        rec.wall = m.wall
+        rec.cpu = m.cpu
+        rec.peak_rss = m.peak_rss
+        rec.bytes_fetched = m.bytes_fetched
+
+
+def _line(r: RunRecord) -> str:
+    mbps = r.total_bytes / r.wall / 1e6 if r.wall else 0
+    status = "ok" if r.ok else f"FAIL {r.error or '; '.join(r.problems)}"
+    extra = f" killed@{r.killed_at_bytes / 1e6:.0f}MB" if r.killed_at_bytes else ""
+    return (
+        f"  {r.scenario:12} {r.peer:20} rep{r.rep} {r.wall:7.2f}s {mbps:8.1f} MB/s cpu {r.cpu:6.2f}s "
+        f"rss {r.peak_rss / 1e6:6.1f}MB fetched {r.bytes_fetched / 1e6:8.1f}MB{extra} {status}"
+    )
+
+
+def save_records(path: Path, records: list[RunRecord], meta: dict[str, object]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"meta": meta, "runs": [asdict(r) for r in records]}, indent=1))
+    os.replace(tmp, path)
+
+
+def load_records(path: Path) -> tuple[dict[str, object], list[RunRecord]]:
+    data = json.loads(path.read_text())
+    return data["meta"], [RunRecord(**r) for r in data["runs"]]
