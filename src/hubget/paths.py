@@ -39,14 +39,16 @@ def safe_relpath(name: str) -> str:
 
 
 def join_inside(root: Path, relpath: str) -> Path:
-    """Join a checked relative path below ``root`` and make sure no existing symlink on the way
-    leads outside ``root``. Returns the joined path (which may not exist yet)."""
+    """Join a checked relative path below ``root`` and make sure no existing symlinked folder on
+    the way leads outside ``root``. Returns the joined path (which may not exist yet).
+
+    The last component may be a symlink: files are only ever replaced with ``os.replace``,
+    which swaps the link itself and never writes through it."""
     safe_relpath(relpath)
     root_real = Path(os.path.realpath(root))
     target = root / relpath
-    # Check every existing ancestor (and the target itself) for a symlink escaping root.
     probe = root
-    for part in relpath.split("/"):
+    for part in relpath.split("/")[:-1]:
         probe = probe / part
         if probe.is_symlink():
             real = Path(os.path.realpath(probe))
