@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from filelock import FileLock, Timeout
 
 from hubget import config
-from hubget.errors import HubgetError, IntegrityError
+from hubget.errors import HubgetError, IntegrityError, ProtocolError
 from hubget.gitclone.gitcmd import Git
 from hubget.gitclone.placement import LinkMode, place
 from hubget.gitclone.pointers import LfsEntry, WorktreeState, list_lfs_entries, selected, worktree_state
@@ -59,7 +59,7 @@ class FetchReport:
     placed: dict[str, int] = field(default_factory=dict)  # "hardlink"/"reflink"/"copy" -> files
     already_present: int = 0
     skipped_modified: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
+    errors: list[HubgetError] = field(default_factory=list)  # objects the server would not serve
 
 
 def auth_headers_for(url: str, token: str | None) -> dict[str, str]:
@@ -168,9 +168,10 @@ def _fetch_locked(git: Git, root: Path, objects_dir: Path, options: FetchOptions
     if failure is not None:
         raise failure
     if report.errors:
-        raise HubgetError(
-            f"{len(report.errors)} LFS object(s) could not be fetched: " + "; ".join(report.errors[:3])
-        )
+        # The first failure's kind decides the exit code (404 -> not found, 403 -> auth...).
+        first = report.errors[0]
+        text = "; ".join(str(e) for e in report.errors[:3])
+        raise type(first)(f"{len(report.errors)} LFS object(s) could not be fetched: {text}")
     return report
 
 
@@ -226,10 +227,12 @@ def _download(
     for oid, entry in missing.items():
         answer = answers.get(oid)
         if answer is None:
-            report.errors.append(f"{entry.path}: the LFS server did not answer for object {oid[:12]}")
+            report.errors.append(
+                ProtocolError(f"{entry.path}: the LFS server did not answer for object {oid[:12]}")
+            )
             continue
         if isinstance(answer, LfsObjectError):
-            report.errors.append(str(answer.to_exception(entry.path)))
+            report.errors.append(answer.to_exception(entry.path))
             continue
         dest = object_path(entry.pointer)
         dest.parent.mkdir(parents=True, exist_ok=True)
