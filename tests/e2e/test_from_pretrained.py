@@ -330,6 +330,7 @@ def test_patch_makes_plain_from_pretrained_calls_go_through_hubget(
         tokenizer = AutoTokenizer.from_pretrained(BOTH)
         config = AutoConfig.from_pretrained(PLAIN)
         direct = LlamaForCausalLM.from_pretrained(PLAIN)
+        remote = AutoModelForCausalLM.from_pretrained(REMOTE, trust_remote_code=True)
     assert AutoModelForCausalLM.__dict__["from_pretrained"] is original
     assert not hubget_tf.is_patched()
 
@@ -338,6 +339,8 @@ def test_patch_makes_plain_from_pretrained_calls_go_through_hubget(
     assert tokenizer(REFERENCE_TEXT)["input_ids"] == reference_input_ids()[0].tolist()
     assert config.model_type == "llama"
     assert model.config._name_or_path == BOTH
+    assert_same_model(remote, REMOTE, references)
+    assert inspect.getmodule(type(remote)).__name__.split(".")[1] == hf_snapshot(tmp_path, REMOTE).name
     assert_all_by_hubget(hub)
     # The format preference applies to patched calls too.
     assert not {p for p in hub.fetched(BOTH) if "pytorch_model" in p}
