@@ -51,6 +51,21 @@ def modelscope_layout(
     return MsCacheLayout(ref, cache_dir)
 
 
+def modelscope_source_and_layout(
+    repo_id: str,
+    *,
+    repo_type: str | None = None,
+    revision: str | None = None,
+    endpoint: str | None = None,
+    token: str | None = None,
+    cache_dir: str | Path | None = None,
+    local_dir: str | Path | None = None,
+) -> tuple[ModelScopeSource, Layout, RepoRef]:
+    """What ``fetch_snapshot`` needs for a ModelScope repo (used by `hubget download --source modelscope`)."""
+    ref = _ref(repo_id, None, repo_type, revision)
+    return ModelScopeSource(endpoint, token), modelscope_layout(ref, cache_dir, local_dir), ref
+
+
 def modelscope_snapshot_download(
     model_id: str | None = None,
     revision: str | None = None,
