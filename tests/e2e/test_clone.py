@@ -242,3 +242,30 @@ def test_killed_clone_resumes_without_refetching(server: GitLfsServer, env, tmp_
     for oid in small_oids:
         assert server.traffic.requests[oid] == 1
     assert server.traffic.requests[big_oid] == 2
+
+
+def test_link_modes(server: GitLfsServer, repo: PushedRepo, env, tmp_path: Path):
+    proc = hubget(["clone", repo.url, str(tmp_path / "copy"), "--link-mode", "copy", "--json"], env)
+    assert proc.returncode == 0, proc.stderr
+    copy = tmp_path / "copy"
+    assert tree(copy) == repo.files
+    for path, data in repo.lfs_files.items():
+        assert not os.path.samefile(copy / path, lfs_object(copy, data))
+        assert os.stat(copy / path).st_mode & 0o200  # an independent file stays writable
+    assert_git_clean(copy, env)
+
+    hard = tmp_path / "hard"
+    assert hubget(["clone", repo.url, str(hard), "--link-mode", "hardlink"], env).returncode == 0
+    for path, data in repo.lfs_files.items():
+        # Shared with the object store, so it is read-only: in-place writes must not corrupt the object.
+        assert os.path.samefile(hard / path, lfs_object(hard, data))
+        assert not os.stat(hard / path).st_mode & 0o222
+
+    reflink_ok = subprocess.run(
+        ["cp", "--reflink=always", str(hard / "README.md"), str(tmp_path / "probe")], capture_output=True
+    )
+    proc = hubget(["clone", repo.url, str(tmp_path / "ref"), "--link-mode", "reflink"], env)
+    if reflink_ok.returncode == 0:
+        assert proc.returncode == 0 and tree(tmp_path / "ref") == repo.files
+    else:  # this filesystem cannot share extents: a clear error, not a silent copy
+        assert proc.returncode == 7 and "cannot write the file into the work tree" in proc.stderr

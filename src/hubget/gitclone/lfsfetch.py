@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 from filelock import FileLock, Timeout
 
 from hubget import config
-from hubget.errors import HubgetError, IntegrityError, ProtocolError
+from hubget.errors import DiskError, HubgetError, IntegrityError, ProtocolError
 from hubget.gitclone.gitcmd import Git
-from hubget.gitclone.placement import LinkMode, place
+from hubget.gitclone.placement import PLACE_SUFFIX, LinkMode, place
 from hubget.gitclone.pointers import LfsEntry, WorktreeState, list_lfs_entries, selected, worktree_state
 from hubget.paths import join_inside
 from hubget.sources.gitlfs import (
@@ -133,6 +133,7 @@ def _fetch_locked(git: Git, root: Path, objects_dir: Path, options: FetchOptions
     to_place: list[LfsEntry] = []
     present: list[str] = []
     for entry in chosen:
+        _drop_leftover(root, entry.path)
         state = worktree_state(root, entry)
         if state is WorktreeState.PRESENT:
             report.already_present += 1
@@ -161,7 +162,15 @@ def _fetch_locked(git: Git, root: Path, objects_dir: Path, options: FetchOptions
         obj = object_path(entry.pointer)
         if not _object_ok(obj, entry.pointer.size):
             continue
-        used = place(obj, join_inside(root, entry.path), executable=entry.executable, mode=options.link_mode)
+        try:
+            used = place(
+                obj, join_inside(root, entry.path), executable=entry.executable, mode=options.link_mode
+            )
+        except OSError as e:
+            hint = " (try --link-mode auto)" if options.link_mode is not LinkMode.AUTO else ""
+            raise DiskError(
+                f"{entry.path}: cannot write the file into the work tree: {e.strerror}{hint}"
+            ) from e
         report.placed[used] = report.placed.get(used, 0) + 1
         placed.append(entry.path)
     _update_index(git, placed + present)
@@ -173,6 +182,14 @@ def _fetch_locked(git: Git, root: Path, objects_dir: Path, options: FetchOptions
         text = "; ".join(str(e) for e in report.errors[:3])
         raise type(first)(f"{len(report.errors)} LFS object(s) could not be fetched: {text}")
     return report
+
+
+def _drop_leftover(root: Path, relpath: str) -> None:
+    """A run killed between linking and renaming leaves the temporary name; it is ours to remove."""
+    target = join_inside(root, relpath)
+    leftover = target.with_name(f".{target.name}{PLACE_SUFFIX}")
+    if leftover.is_file() and not leftover.is_symlink():
+        leftover.unlink()
 
 
 def _update_index(git: Git, paths: list[str]) -> None:

@@ -22,6 +22,7 @@ import shutil
 from pathlib import Path
 
 FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
+PLACE_SUFFIX = ".hubget-place"
 
 
 class LinkMode(str, enum.Enum):
@@ -72,7 +73,7 @@ def place(obj: Path, target: Path, *, executable: bool, mode: LinkMode = LinkMod
     The new name is built beside ``target`` and renamed over it, so ``target`` is always either
     the old pointer or the whole content.
     """
-    tmp = target.with_name(f".{target.name}.hubget-place")
+    tmp = target.with_name(f".{target.name}{PLACE_SUFFIX}")
     target.parent.mkdir(parents=True, exist_ok=True)
     if tmp.exists() or tmp.is_symlink():
         tmp.unlink()
