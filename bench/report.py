@@ -69,6 +69,11 @@ def speedup(sums: dict[str, Summary], peer: str) -> float | None:
     return me.wall / base.wall
 
 
+def _num(x: float) -> str:
+    """Few digits, but never a small value rounded to 0."""
+    return f"{x:,.0f}" if x >= 100 else f"{x:.1f}" if x >= 1 else f"{x:.2f}"
+
+
 def _fmt_ratio(x: float | None) -> str:
     return f"{x:.2f}x" if x is not None else "-"
 
@@ -82,7 +87,7 @@ def scenario_table(name: str, sums: dict[str, Summary]) -> list[str]:
     sc = SCENARIOS[name]
     total = next(iter(sums.values())).total
     files = {s.peer: s for s in sums.values()}
-    lines = [f"### {name}: {sc.title} ({total / MB:,.0f} MB)", ""]
+    lines = [f"### {name}: {sc.title} ({_num(total / MB)} MB)", ""]
     if sc.resume:
         lines += [
             "| peer | ok/runs | fetched before the kill (MB) | fetched by the rerun (MB) | rerun time (s) "
@@ -104,8 +109,8 @@ def scenario_table(name: str, sums: dict[str, Summary]) -> list[str]:
             s = files[peer]
             wall = f"{s.wall:.2f}" if s.ok else "failed"
             lines.append(
-                f"| {PEERS[peer].label} | {s.ok}/{s.runs} | {wall} | {s.mbps:,.0f} | {s.cpu:.2f} "
-                f"| {s.peak_rss / MB:.0f} | {s.fetched / MB:,.0f} | {_fmt_ratio(speedup(sums, peer))} |"
+                f"| {PEERS[peer].label} | {s.ok}/{s.runs} | {wall} | {_num(s.mbps)} | {s.cpu:.2f} "
+                f"| {s.peak_rss / MB:.0f} | {_num(s.fetched / MB)} | {_fmt_ratio(speedup(sums, peer))} |"
             )
     failures = [(p, e) for p in _order(files) for e in files[p].errors if e]
     if failures:
