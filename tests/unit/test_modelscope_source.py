@@ -42,7 +42,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     write_folder_repo(root / "models" / "org" / "plain", FILES)
     write_folder_repo(
         root / "datasets" / "org" / "many",
-        {f"data/part-{i:04d}.txt": f"row {i}".encode() for i in range(450)},
+        {f"data/part-{i:04d}.txt": f"row {i}".encode() for i in range(205)},
     )
     repo = GitRepoBuilder(root / "models" / "org" / "git")
     repo.commit({"w.safetensors": b"v1" * 1000, "README.md": b"one"}, "first")
@@ -78,7 +78,7 @@ def test_token_goes_as_bearer_and_cookie(hub: tuple[str, Path]) -> None:
 def test_dataset_listing_is_paged(hub: tuple[str, Path]) -> None:
     url, _ = hub
     snap = ModelScopeSource(url).resolve(RepoRef("org/many", "dataset"))
-    assert len(snap.files) == 450
+    assert len(snap.files) == 205  # pages of 200: a full one and a short one
     assert snap.files[7].url.startswith(
         f"{url}/api/v1/datasets/org/many/repo?Revision=master&FilePath=data%2F"
     )
@@ -217,3 +217,35 @@ def test_hostile_listing_entries_are_refused(entry: dict[str, object]) -> None:
         scripted(server, {"Code": 200, "Success": True, "Data": {"Files": [entry]}})
         with pytest.raises(HubgetError):
             ModelScopeSource(server.base).resolve(RepoRef("o/n"))
+
+
+def test_token_never_follows_a_redirect_to_another_origin(tmp_path: Path) -> None:
+    """The file URL redirects to a storage host: the bytes arrive, the token (header and cookie) stays."""
+    from hubget.api import fetch_snapshot
+    from hubget.layouts.ms_cache import MsCacheLayout
+    from tests.support.rangeserver import Fault
+
+    data = b"weights" * 1000
+    with RangeServer() as hub, RangeServer() as storage:
+        entry = {"Path": "w.bin", "Type": "blob", "Size": len(data), "Sha256": sha256_hex(data)}
+        scripted(hub, {"Code": 200, "Success": True, "Data": {"Files": [entry]}})
+        hub.add("/api/v1/models/o/n/repo", b"")
+        hub.fault(
+            "/api/v1/models/o/n/repo", Fault("redirect", times=-1, status=302, location=storage.url("/obj"))
+        )
+        storage.add("/obj", data)
+        report = fetch_snapshot(
+            ModelScopeSource(hub.base, token="s3cret"),
+            RepoRef("o/n"),
+            MsCacheLayout(RepoRef("o/n"), tmp_path),
+        )
+        assert (report.path / "w.bin").read_bytes() == data
+        asked = [r for r in hub.requests if r.path.startswith("/api/v1/models/o/n/repo?")]
+        assert asked and all(r.headers.get("Authorization") == "Bearer s3cret" for r in asked)
+        assert all("m_session_id=s3cret" in r.headers.get("Cookie", "") for r in asked)
+        fetched = storage.requests_for("/obj")
+        assert fetched
+        for r in fetched:
+            names = {k.lower() for k in r.headers}
+            assert "authorization" not in names and "cookie" not in names
+            assert "s3cret" not in json.dumps(r.headers)

@@ -33,6 +33,7 @@ DEFAULT_REVISION = "master"
 LISTING_CAP_KEY: web.AppKey[int] = web.AppKey("hubget_ms_listing_cap", int)
 LISTING_CAP = 3000  # the real hub cuts a repo/files answer here; clients rely on walking past it
 MAX_PAGE_SIZE = 1000
+LISTING_HASH_CACHE = 32  # commits whose file hashes are kept (pages of one listing come in a row)
 _TYPES: dict[str, RepoType] = {"models": "model", "datasets": "dataset"}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -84,6 +85,8 @@ class MsApi:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.blob_hashes = BlobHashes()
+        self._lock = threading.Lock()
+        self._listing_hashes: OrderedDict[tuple[str, str, str], dict[str, str]] = OrderedDict()
 
     # -- blocking helpers (run in threads) ----------------------------------------------------
 
@@ -106,10 +109,24 @@ class MsApi:
     def sha256(self, repo: Repo, commit: str, entry: Entry) -> str:
         if entry.sha256:
             return entry.sha256
-        _, body = repo.open_file(commit, entry.path)
+        # The backend's own lookup of the bytes: open_file would search the listing once per file.
+        body = repo._body(commit, entry)
         if body.path is not None:
             return self.store.hashes.sha256(body.path)
         return self.blob_hashes.get(body)
+
+    def hashes_of(self, repo: Repo, commit: str, entries: list[Entry]) -> dict[str, str]:
+        """sha256 of every file of a commit, kept for the next pages of the same listing."""
+        key = (str(repo.root), repo.repo_type, commit)
+        with self._lock:
+            known = self._listing_hashes.get(key)
+        if known is None:
+            known = {e.path: self.sha256(repo, commit, e) for e in entries}
+            with self._lock:
+                self._listing_hashes[key] = known
+                while len(self._listing_hashes) > LISTING_HASH_CACHE:
+                    self._listing_hashes.popitem(last=False)
+        return known
 
     def listing(
         self, repo: Repo, revision: str | None, root: str, recursive: bool
@@ -117,9 +134,11 @@ class MsApi:
         commit = self.resolve(repo, revision)
         date = int(repo.commit_date(commit))
         prefix = f"{root}/" if root else ""
-        files = [e for e in repo.list_files(commit) if e.path.startswith(prefix)]
+        every = repo.list_files(commit)
+        files = [e for e in every if e.path.startswith(prefix)]
         if root and not files:
             raise EntryNotFoundError(f"folder {root!r} not found in {repo.repo_id}")
+        hashes = self.hashes_of(repo, commit, every)
         entries: dict[str, dict[str, Any]] = {}
         for entry in files:
             rest = entry.path[len(prefix) :]
@@ -129,7 +148,7 @@ class MsApi:
                 folder = prefix + "/".join(parts[:depth])
                 entries.setdefault(folder, _tree_entry(folder, commit, date))
             if recursive or len(parts) == 1:
-                entries[entry.path] = _file_entry(entry, self.sha256(repo, commit, entry), commit, date)
+                entries[entry.path] = _file_entry(entry, hashes[entry.path], commit, date)
         return commit, [entries[k] for k in sorted(entries)]
 
     def revisions(self, repo: Repo) -> dict[str, Any]:
