@@ -47,6 +47,13 @@ def _start_server(root: Path) -> tuple[str, threading.Thread, asyncio.AbstractEv
     return bound[0], thread, loop
 
 
+def _warm_up(url: str) -> None:
+    """The hub hashes a new repo's files on the first listing; do it before the clock starts."""
+    from hubget.transfer.http import HttpClient
+
+    HttpClient().request("GET", f"{url}/api/models/{REPO_ID}/tree/main?recursive=true")
+
+
 def _stop_server(thread: threading.Thread, loop: asyncio.AbstractEventLoop) -> None:
     loop.call_soon_threadsafe(loop._hubget_task.cancel)  # type: ignore[attr-defined]
     thread.join(10)
@@ -80,7 +87,8 @@ def demo(
             print(f"generating {REPO_ID}: {shards} shard(s), {size_mb} MB in {repo}")
             make_llm_like_repo(repo, shards=shards, shard_bytes=max(1, size_mb * 1024 * 1024 // shards))
         url, thread, loop = _start_server(hub_root)
-        print(f"local hub (hubget serve) at {url}")
+        print(f"local hub (hubget serve) at {url}; indexing (hashing) the repo once")
+        _warm_up(url)
         cache = base / "hf-cache"
         progress = make_progress(quiet)
         started = time.monotonic()

@@ -89,16 +89,22 @@ async def _send_parts(
     if request.method == "HEAD" or length == 0:
         await resp.write_eof()
         return resp
-    for i, (start, end) in enumerate(parts):
-        if heads:
-            await resp.write(heads[i])
-        if body.path is not None:
-            await _sendfile(request, resp, body, start, end - start + 1)
-        else:
-            await _stream_blob(resp, body, start, end - start + 1)
-    if tail:
-        await resp.write(tail)
-    await resp.write_eof()
+    try:
+        for i, (start, end) in enumerate(parts):
+            if heads:
+                await resp.write(heads[i])
+            if body.path is not None:
+                await _sendfile(request, resp, body, start, end - start + 1)
+            else:
+                await _stream_blob(resp, body, start, end - start + 1)
+        if tail:
+            await resp.write(tail)
+        await resp.write_eof()
+    except (ConnectionResetError, BrokenPipeError):
+        # The client went away mid-body (a downloader re-planning its ranges does this): an
+        # ordinary event, not a server error. Drop the connection; nothing more can be sent.
+        if request.transport is not None:
+            request.transport.close()
     return resp
 
 
