@@ -1,0 +1,64 @@
+"""Hashing overlapped with the transfer: hash the contiguous prefix of a file as it grows."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from hubget.hashing import Hasher, new_hasher
+
+READ_BLOCK = 4 * 1024 * 1024
+
+
+class PrefixHasher:
+    """Hashes bytes ``[0, hashed)`` of a file; fed in-stream when bytes arrive in order, else read back.
+
+    Reading back goes through ``os.pread`` of data just written, which the page cache still holds,
+    so verification costs a memory copy, not a disk read.
+    """
+
+    def __init__(self, algo: str, size: int | None) -> None:
+        self.algo = algo
+        self.size = size
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        self._h: Hasher | None = new_hasher(self.algo, self.size) if self._usable() else None
+        self.hashed = 0
+
+    def _usable(self) -> bool:
+        return self.algo == "sha256" or (self.algo == "git-sha1" and self.size is not None)
+
+    def feed(self, offset: int, data: memoryview) -> bool:
+        """Hash ``data`` if it continues the prefix; never blocks (the reader thread catches up)."""
+        if offset != self.hashed or not self._lock.acquire(blocking=False):
+            return False
+        try:
+            if offset != self.hashed:
+                return False
+            if self._h is not None:
+                self._h.update(data)
+            self.hashed += len(data)
+            return True
+        finally:
+            self._lock.release()
+
+    def catch_up(self, fd: int, upto: int, buf: bytearray | None = None) -> None:
+        """Read back and hash the file from ``hashed`` to ``upto``."""
+        if self.hashed >= upto:
+            return
+        buf = buf if buf is not None else bytearray(READ_BLOCK)
+        view = memoryview(buf)
+        with self._lock:
+            while self.hashed < upto:
+                want = min(len(buf), upto - self.hashed)
+                n = os.preadv(fd, [view[:want]], self.hashed)
+                if n <= 0:
+                    raise OSError(f"short read at {self.hashed} while verifying")
+                if self._h is not None:
+                    self._h.update(view[:n])
+                self.hashed += n
+
+    def hexdigest(self) -> str | None:
+        return self._h.hexdigest() if self._h is not None else None
