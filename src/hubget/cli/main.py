@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
+from collections.abc import Callable
+from typing import Any
 
-import click
 import typer
 
 from hubget.errors import ExitCode, HubgetError
@@ -46,9 +48,27 @@ def main(
     """Keeps `hubget` a group of commands even while only one is registered."""
 
 
+def _one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Expected failures end as one line on stderr and a documented exit code, not a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except HubgetError as exc:
+            fail(str(exc) or type(exc).__name__, exc.exit_code)
+        except KeyboardInterrupt:
+            fail("interrupted; run the same command again to resume", ExitCode.INTERRUPTED)
+
+    return wrapper
+
+
 def _register_all() -> None:
     for name in COMMAND_MODULES:
         importlib.import_module(f"hubget.cli.{name}").register(app)
+    for info in app.registered_commands:
+        if info.callback is not None and not getattr(info.callback, "__wrapped__", None):
+            info.callback = _one_line_errors(info.callback)
 
 
 def fail(message: str, code: int) -> None:
@@ -58,14 +78,6 @@ def fail(message: str, code: int) -> None:
 
 
 def run(argv: list[str] | None = None) -> None:
+    """The console script. Usage errors are typer's (exit 2); see ``_one_line_errors`` for the rest."""
     _register_all()
-    try:
-        result = app(args=argv, standalone_mode=False)
-    except HubgetError as exc:
-        fail(str(exc) or type(exc).__name__, exc.exit_code)
-    except (KeyboardInterrupt, click.exceptions.Abort):
-        fail("interrupted; run the same command again to resume", ExitCode.INTERRUPTED)
-    except click.ClickException as exc:
-        exc.show()
-        raise SystemExit(exc.exit_code) from None
-    raise SystemExit(result if isinstance(result, int) else 0)
+    app(args=argv)
