@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import inspect
+import json
 import queue
 import threading
 from collections.abc import Iterator
@@ -24,12 +25,14 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+import huggingface_hub  # noqa: E402
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM  # noqa: E402
 
 import hubget  # noqa: E402
 from hubget.integrations import transformers as hubget_tf  # noqa: E402
 from tests.support.tiny_model import (  # noqa: E402
     REFERENCE_TEXT,
+    REMOTE_MODEL_TYPE,
     REMOTE_MODELING_FILE,
     build_tiny_causal_lm,
     greedy_generate,
@@ -41,6 +44,9 @@ from tests.support.tiny_model import (  # noqa: E402
 
 OWNER = "hubget-test"
 PLAIN, REMOTE, BOTH = f"{OWNER}/tiny-llm", f"{OWNER}/tiny-remote", f"{OWNER}/tiny-both"
+ELSEWHERE = (
+    f"{OWNER}/tiny-code-elsewhere"  # seed-0 weights; auto_map names REMOTE's code ("repo--module.Class")
+)
 GIT = f"{OWNER}/tiny-git"  # a git repo: tag v1 holds seed 3; main holds seed 4 and a seed-5 model in student/
 SEEDS = {PLAIN: 0, REMOTE: 1, BOTH: 2, "v1": 3, "main": 4, "student": 5}
 REMOTE_MARKER = "published-by-the-test-hub-7f3a"
@@ -130,6 +136,15 @@ def hub_root(tmp_path_factory) -> Path:
     build_tiny_causal_lm(root / "models" / REMOTE, seed=SEEDS[REMOTE], remote_code=True, marker=REMOTE_MARKER)
     build_tiny_causal_lm(root / "models" / BOTH, seed=SEEDS[BOTH], both_formats=True, sharded=True)
     build_git_repo(root / "models" / GIT, tmp_path_factory.mktemp("git-build"))
+    build_tiny_causal_lm(root / "models" / ELSEWHERE, seed=SEEDS[PLAIN])
+    config_path = root / "models" / ELSEWHERE / "config.json"
+    config = json.loads(config_path.read_text())
+    config["model_type"] = REMOTE_MODEL_TYPE
+    config["auto_map"] = {
+        "AutoConfig": f"{REMOTE}--configuration_tiny.TinyRemoteConfig",
+        "AutoModelForCausalLM": f"{REMOTE}--modeling_tiny.TinyRemoteForCausalLM",
+    }
+    config_path.write_text(json.dumps(config))
     return root
 
 
@@ -183,6 +198,10 @@ def hub(hub_root, modules_cache, tmp_path, monkeypatch) -> Iterator[Hub]:
         monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
         monkeypatch.setenv("MODELSCOPE_CACHE", str(tmp_path / "ms-cache"))
         monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+        # transformers' own metadata calls (resolve_revision, model_info) use huggingface_hub's endpoint,
+        # read when it was imported, through a shared HfApi: point both at the local hub.
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", served.url)
+        monkeypatch.setattr(transformers.utils.hub, "_hf_api", None)
         for name in (
             "HF_HUB_CACHE",
             "HUGGINGFACE_HUB_CACHE",
@@ -350,6 +369,36 @@ def test_patch_makes_plain_from_pretrained_calls_go_through_hubget(
     with pytest.raises(OSError) as refused:
         AutoConfig.from_pretrained(REMOTE, force_download=True)
     assert "downloaded through huggingface_hub" in str(refused.value.__context__)
+
+
+def test_patch_covers_pipeline_and_its_file_probes(hub, tmp_path, references, no_hf_hub_downloads):
+    with hubget.patch_transformers():
+        pipe = transformers.pipeline("text-generation", model=BOTH)
+    assert_same_model(pipe.model, BOTH, references)
+    assert pipe.tokenizer(REFERENCE_TEXT)["input_ids"] == reference_input_ids()[0].tolist()
+    assert_all_by_hubget_files(hub)
+    assert not {p for p in hub.fetched(BOTH) if "pytorch_model" in p}
+
+
+def test_patch_fetches_remote_code_that_lives_in_another_repo(hub, tmp_path, references, no_hf_hub_downloads):
+    with hubget.patch_transformers():
+        model = AutoModelForCausalLM.from_pretrained(ELSEWHERE, trust_remote_code=True)
+    assert type(model).__name__ == "TinyRemoteForCausalLM"
+    assert_same_model(model, PLAIN, references)
+    code_snapshot = hf_snapshot(tmp_path, REMOTE)
+    assert (code_snapshot / REMOTE_MODELING_FILE).read_bytes() == (
+        hub.repo(REMOTE) / REMOTE_MODELING_FILE
+    ).read_bytes()
+    assert inspect.getmodule(type(model)).REMOTE_CODE_MARKER == REMOTE_MARKER
+    # transformers names a hub repo's code module after the commit of the file it was given: hubget's.
+    assert code_snapshot.name in inspect.getmodule(type(model)).__name__
+    assert hub.fetched(REMOTE) == {"configuration_tiny.py", REMOTE_MODELING_FILE}
+    assert_all_by_hubget_files(hub)
+
+
+def assert_all_by_hubget_files(hub: Hub) -> None:
+    file_requests = [r for r in hub.requests if "/resolve/" in r.path]
+    assert file_requests and {r.user_agent.split("/")[0] for r in file_requests} == {"hubget"}
 
 
 def test_patch_as_a_plain_call_and_a_missing_repo_is_an_oserror(hub):

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from hubget.errors import ProtocolError, UnsafePathError
-from hubget.integrations.transformers import class_kind, is_hub_id
+from hubget.integrations.transformers_fetch import class_kind, is_hub_id
 from hubget.integrations.transformers_files import (
     choose_weights,
     metadata_files,
