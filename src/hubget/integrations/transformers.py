@@ -31,18 +31,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from hubget import config
 from hubget.errors import AuthError, HubgetError, NetworkError, OfflineError
 from hubget.integrations.transformers_fetch import (
     RepoCache,
-    Where,
     check_source,
+    download_files,
     download_for,
-    fetch_files,
     is_hub_id,
-    offline_folder,
-    open_repo,
-    with_fallback,
 )
 from hubget.transfer.jobs import ProgressSink
 
@@ -119,51 +114,30 @@ class Fetcher:
         folder = download_for(
             cls,
             repo_id,
-            source=self.source,
+            options=options,
             revision=revision,
-            endpoint=self.endpoint,
             cache_dir=hub.get("cache_dir"),
             token=hub.get("token", hub.get("use_auth_token")),
             local_files_only=bool(hub.get("local_files_only")),
-            max_workers=self.max_workers,
-            progress=self.progress,
-            repos=self.repos,
-            **options,
+            **self._settings(),
         )
         kwargs.pop("code_revision", None)  # the code was fetched at ``revision`` with everything else
         loaded = loader(str(folder), *model_args, **kwargs)
         _restore_name(loaded, str(folder), repo_id)
         return loaded
 
-    def files(
-        self,
-        repo_id: str,
-        paths: list[str],
-        *,
-        revision: str | None,
-        cache_dir: str | Path | None,
-        token: str | bool | None,
-        local_files_only: bool,
-    ) -> Path:
+    def files(self, repo_id: str, paths: list[str], **settings: Any) -> Path:
         """Fetch exactly ``paths`` (those the repo has); return the snapshot folder."""
-        auto = self.source == "auto"
+        return download_files(repo_id, paths, **self._settings(), **settings)
 
-        def attempt(name: str) -> Path:
-            where = Where(name, repo_id, revision, None if auto else self.endpoint, _str(cache_dir), token)
-            if local_files_only or config.hf_offline():
-                return offline_folder(where)
-
-            def make() -> Any:
-                return open_repo(where, max_workers=self.max_workers, progress=self.progress)
-
-            repo = self.repos.get(where, make) if self.repos is not None else make()
-            return fetch_files(repo, paths)
-
-        return with_fallback(self.source, attempt)
-
-
-def _str(path: str | Path | None) -> str | None:
-    return None if path is None else str(path)
+    def _settings(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "endpoint": self.endpoint,
+            "max_workers": self.max_workers,
+            "progress": self.progress,
+            "repos": self.repos,
+        }
 
 
 def _restore_name(obj: Any, folder: str, repo_id: str) -> None:

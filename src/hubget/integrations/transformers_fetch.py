@@ -268,8 +268,8 @@ def with_fallback(source: str, attempt: Callable[[str], T]) -> T:
     raise type(first)(f"{first}; on ModelScope: {errors[-1]}") from first
 
 
-def download_for(
-    cls: Any,
+def on_repo(
+    action: Callable[[Repo], Path],
     repo_id: str,
     *,
     source: str = "hf",
@@ -281,14 +281,9 @@ def download_for(
     max_workers: int = 8,
     progress: ProgressSink | None = None,
     repos: RepoCache | None = None,
-    **options: Any,
 ) -> Path:
-    """Fetch what ``cls.from_pretrained`` reads from ``repo_id``; return the local snapshot folder.
-
-    ``options`` are the ``from_pretrained`` keyword arguments that decide the files: ``subfolder``,
-    ``variant``, ``use_safetensors``, ``gguf_file``. With "auto", ``endpoint`` is not used (each
-    source takes its own from the environment).
-    """
+    """``action(repo)`` on the source(s) ``source`` names; offline, the cached snapshot folder instead.
+    With "auto", ``endpoint`` is not used (each source takes its own from the environment)."""
     auto = check_source(source) == "auto"
 
     def attempt(name: str) -> Path:
@@ -299,10 +294,24 @@ def download_for(
         def make() -> Repo:
             return open_repo(where, max_workers=max_workers, progress=progress)
 
-        repo = repos.get(where, make) if repos is not None else make()
-        return fetch_for_class(repo, class_kind(cls), options)
+        return action(repos.get(where, make) if repos is not None else make())
 
     return with_fallback(source, attempt)
+
+
+def download_for(cls: Any, repo_id: str, *, options: dict[str, Any] | None = None, **settings: Any) -> Path:
+    """Fetch what ``cls.from_pretrained`` reads from ``repo_id``; return the local snapshot folder.
+
+    ``options`` are the ``from_pretrained`` keyword arguments that decide the files (``subfolder``,
+    ``variant``, ``use_safetensors``, ``gguf_file``); ``settings`` are those of ``on_repo``.
+    """
+    kind = class_kind(cls)
+    return on_repo(lambda repo: fetch_for_class(repo, kind, options or {}), repo_id, **settings)
+
+
+def download_files(repo_id: str, paths: list[str], **settings: Any) -> Path:
+    """Fetch those of ``paths`` that ``repo_id`` has; return the local snapshot folder."""
+    return on_repo(lambda repo: fetch_files(repo, paths), repo_id, **settings)
 
 
 def _str(path: str | Path | None) -> str | None:
