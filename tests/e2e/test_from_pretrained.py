@@ -20,17 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import huggingface_hub
 import pytest
+import torch
+import transformers
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-
-import huggingface_hub  # noqa: E402
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM  # noqa: E402
-
-import hubget  # noqa: E402
-from hubget.integrations import transformers as hubget_tf  # noqa: E402
-from tests.support.tiny_model import (  # noqa: E402
+import hubget
+from hubget.integrations import transformers as hubget_tf
+from tests.support.tiny_model import (
     REFERENCE_TEXT,
     REMOTE_MODEL_TYPE,
     REMOTE_MODELING_FILE,
