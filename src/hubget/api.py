@@ -125,22 +125,22 @@ def fetch_snapshot(
             layout.commit(snapshot, f)
 
     engine = Engine(max_workers=max_workers, connections=connections, progress=progress)
-    held: list[FileLock] = []
+    held: dict[Path, FileLock] = {}
     ready: list[RemoteFile] = []
     deferred: list[RemoteFile] = []
     for f in missing:
         lock_file = _lock_path(layout, f)
-        lock = try_lock(lock_file) if lock_file else None
-        if lock_file and lock is None:
-            deferred.append(f)  # another process is on it; see below
-            continue
-        if lock:
-            held.append(lock)
-        ready.append(f)
+        if lock_file is not None and lock_file not in held:
+            lock = try_lock(lock_file)
+            if lock is None:
+                deferred.append(f)  # another process is on it; see below
+                continue
+            held[lock_file] = lock
+        ready.append(f)  # (files sharing a blob with one already locked ride along)
     try:
         _download(engine, layout, snapshot, ready, statuses)
     finally:
-        for lock in held:
+        for lock in held.values():
             lock.release()
 
     for f in deferred:
@@ -165,7 +165,11 @@ def _download(
 ) -> None:
     if not files:
         return
-    jobs = [_job(layout, snapshot, f) for f in files]
+    # Files with the same content share one target (the HF cache's blob): fetch it once.
+    unique: dict[Path, RemoteFile] = {}
+    for f in files:
+        unique.setdefault(layout.target(snapshot, f), f)
+    jobs = [_job(layout, snapshot, f) for f in unique.values()]
     try:
         results = engine.run(jobs)
     except BaseException:

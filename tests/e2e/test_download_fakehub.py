@@ -107,3 +107,15 @@ def test_hub_errors_are_typed_and_one_line(hub, tmp_path):
     result = _cli(["download", "org/tiny", "--endpoint", hub.base, "--cache-dir", str(tmp_path)], {})
     assert result.returncode == 4
     assert "token" in result.stderr
+
+
+def test_files_with_the_same_content_share_one_blob_fetched_once(hub, tmp_path):
+    files = {**FILES, "copy/model.safetensors": WEIGHTS}
+    repo = FakeHfRepo(hub, "org/dup", files).publish()
+    path = Path(hubget.snapshot_download("org/dup", endpoint=hub.base, cache_dir=tmp_path, token=False))
+    assert (path / "copy" / "model.safetensors").read_bytes() == WEIGHTS
+    assert (path / "copy" / "model.safetensors").resolve() == (path / "model.safetensors").resolve()
+    fetched = sum(
+        hub.bytes_sent[repo.resolve_path(p)] for p in ("model.safetensors", "copy/model.safetensors")
+    )
+    assert fetched == len(WEIGHTS)
