@@ -19,6 +19,9 @@ __version__ = "0.1.0"
 _LAZY = {
     "from_pretrained": "hubget.integrations.transformers",
     "patch_transformers": "hubget.integrations.transformers",
+    "unpatch_transformers": "hubget.integrations.transformers",
+    "clone": "hubget.gitclone",
+    "pull": "hubget.gitclone",
     "modelscope_snapshot_download": "hubget.modelscope_api",
     "modelscope_file_download": "hubget.modelscope_api",
 }
