@@ -48,6 +48,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="generated repos (kept) and scratch downloads (removed after each run)",
     )
     p.add_argument("--note", default="", help="a sentence printed above the tables (conditions of the run)")
+    p.add_argument(
+        "--append",
+        action="store_true",
+        help="add to the runs already in --out/benchmarks.json (e.g. one scenario at a time)",
+    )
     p.add_argument("--report-only", action="store_true", help="redraw the report from --out/benchmarks.json")
     args = p.parse_args(argv)
     for name in args.scenarios or []:
@@ -86,6 +91,13 @@ def main(argv: list[str] | None = None) -> int:
         "note": args.note,
     }
     records: list[RunRecord] = []
+    if args.append and json_path.is_file():
+        old_meta, records = load_records(json_path)
+        if old_meta.get("scale") != args.scale:
+            raise SystemExit(f"--append: {json_path} holds a {old_meta.get('scale')} run, not {args.scale}")
+        reps = {int(str(old_meta.get("repeat")))}
+        meta["repeat"] = "/".join(str(r) for r in sorted(reps | {args.repeat}))
+        meta["note"] = " ".join(str(n) for n in (old_meta.get("note"), args.note) if n)
 
     def keep(rec: RunRecord) -> None:
         records.append(rec)

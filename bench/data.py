@@ -4,6 +4,7 @@ Three shapes, each a plain folder under ``ROOT/{models,datasets}/bench/NAME`` th
 - ``large-file``: one big ``.safetensors`` file, the case where ranges in parallel decide;
 - ``chat-7b-scaled``: a 7B chat model scaled down: sharded safetensors *and* .bin (as many chat repos
   ship both), their index files, tokenizer and config files, custom modelling code;
+- ``chat-7b-capped``: the same shape with smaller shards, for the scenario with capped connections;
 - ``small-files``: a dataset of thousands of small files, where per-file latency decides.
 """
 
@@ -33,6 +34,7 @@ class Sizes:
     small_files: int
     small_max: int  # bytes; small files are 1 KiB .. small_max, skewed to the small end
     cap_per_conn: int  # bytes/s per connection in the capped scenario
+    capped_shard_bytes: int  # the capped scenario's copy of the chat repo has smaller shards
 
 
 SCALES: dict[str, Sizes] = {
@@ -44,6 +46,7 @@ SCALES: dict[str, Sizes] = {
         small_files=60,
         small_max=16 * 1024,
         cap_per_conn=8 * MB,
+        capped_shard_bytes=3 * MB,
     ),
     "medium": Sizes(
         large_file=512 * MB,
@@ -51,7 +54,8 @@ SCALES: dict[str, Sizes] = {
         shard_bytes=64 * MB,
         small_files=2000,
         small_max=64 * 1024,
-        cap_per_conn=20 * MB,
+        cap_per_conn=5 * MB,
+        capped_shard_bytes=32 * MB,
     ),
     "full": Sizes(
         large_file=2048 * MB,
@@ -59,7 +63,9 @@ SCALES: dict[str, Sizes] = {
         shard_bytes=256 * MB,
         small_files=2000,
         small_max=64 * 1024,
-        cap_per_conn=20 * MB,
+        # Low enough that the cap, not this 2-core machine's CPU, limits a client with 8 connections.
+        cap_per_conn=5 * MB,
+        capped_shard_bytes=64 * MB,
     ),
 }
 
@@ -125,8 +131,9 @@ def _large_file(folder: Path, sizes: Sizes) -> dict[str, str]:
     }
 
 
-def _chat_model(folder: Path, sizes: Sizes) -> dict[str, str]:
+def _chat_model(folder: Path, sizes: Sizes, shard_bytes: int | None = None) -> dict[str, str]:
     out: dict[str, str] = {}
+    shard_bytes = shard_bytes or sizes.shard_bytes
     n = sizes.shards
     st_map: dict[str, str] = {}
     bin_map: dict[str, str] = {}
@@ -134,11 +141,11 @@ def _chat_model(folder: Path, sizes: Sizes) -> dict[str, str]:
         tensor = f"model.layers.{i - 1}.weight"
         st = f"model-{i:05d}-of-{n:05d}.safetensors"
         pt = f"pytorch_model-{i:05d}-of-{n:05d}.bin"
-        out[st] = _random_file(folder / st, sizes.shard_bytes, _safetensors_header(tensor, sizes.shard_bytes))
-        out[pt] = _random_file(folder / pt, sizes.shard_bytes)
+        out[st] = _random_file(folder / st, shard_bytes, _safetensors_header(tensor, shard_bytes))
+        out[pt] = _random_file(folder / pt, shard_bytes)
         st_map[tensor] = st
         bin_map[tensor] = pt
-    total = n * sizes.shard_bytes
+    total = n * shard_bytes
     for name, weight_map in (
         ("model.safetensors.index.json", st_map),
         ("pytorch_model.bin.index.json", bin_map),
@@ -168,6 +175,10 @@ def _chat_model(folder: Path, sizes: Sizes) -> dict[str, str]:
     return out
 
 
+def _chat_model_capped(folder: Path, sizes: Sizes) -> dict[str, str]:
+    return _chat_model(folder, sizes, sizes.capped_shard_bytes)
+
+
 def _small_files(folder: Path, sizes: Sizes) -> dict[str, str]:
     rng = random.Random(7)
     out: dict[str, str] = {}
@@ -185,6 +196,7 @@ def _small_files(folder: Path, sizes: Sizes) -> dict[str, str]:
 GENERATORS = {
     "large-file": ("model", _large_file),
     "chat-7b-scaled": ("model", _chat_model),
+    "chat-7b-capped": ("model", _chat_model_capped),
     "small-files": ("dataset", _small_files),
 }
 

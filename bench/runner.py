@@ -39,6 +39,7 @@ class RunRecord:
     # resume scenario only: the first (killed) run
     killed_at_bytes: int = 0
     killed_after: float = 0.0
+    loadavg: float = 0.0  # 1-minute load average when the run started: the machine is shared
 
 
 def child_env(work: Path, endpoint: str) -> dict[str, str]:
@@ -132,6 +133,7 @@ class Bench:
         inv = PEERS[peer].build(endpoint, repo, dest)
         env = {**child_env(work, endpoint), **inv.env}
         rec = RunRecord(sc.name, peer, rep, order, repo.total_bytes, len(repo.files), False, 0, 0, 0, 0, 0)
+        rec.loadavg = os.getloadavg()[0]
         try:
             if sc.resume:
                 half = repo.total_bytes // 2
@@ -179,7 +181,8 @@ def _line(r: RunRecord) -> str:
     extra = f" killed@{r.killed_at_bytes / 1e6:.0f}MB" if r.killed_at_bytes else ""
     return (
         f"  {r.scenario:12} {r.peer:20} rep{r.rep} {r.wall:7.2f}s {mbps:8.1f} MB/s cpu {r.cpu:6.2f}s "
-        f"rss {r.peak_rss / 1e6:6.1f}MB fetched {r.bytes_fetched / 1e6:8.1f}MB{extra} {status}"
+        f"rss {r.peak_rss / 1e6:6.1f}MB fetched {r.bytes_fetched / 1e6:8.1f}MB{extra} "
+        f"load {r.loadavg:.1f} {status}"
     )
 
 

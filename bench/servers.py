@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -17,6 +18,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 READY_TIMEOUT = 60.0
 
@@ -61,11 +63,19 @@ class HubServer:
         raise RuntimeError("no wchar in /proc/PID/io")
 
     def warm(self, repo_id: str, repo_type: str) -> None:
-        """List the repo once so the server hashes its files before any timed run."""
+        """List the repo through both APIs once, so the server has hashed every file (sha256 of all
+        files for ModelScope, of LFS files for Hugging Face) before any timed run."""
         prefix = "datasets" if repo_type == "dataset" else "models"
-        url = f"{self.url}/api/{prefix}/{repo_id}/tree/main?recursive=true"
-        with urllib.request.urlopen(url, timeout=600) as r:
-            r.read()
+        _get_json(f"{self.url}/api/{prefix}/{repo_id}/tree/main?recursive=true")
+        if repo_type == "dataset":
+            page = 1
+            while _get_json(
+                f"{self.url}/api/v1/datasets/{repo_id}/repo/tree?Revision=master&Recursive=True"
+                f"&PageNumber={page}&PageSize=200"
+            )["Data"]["Files"]:
+                page += 1
+        else:
+            _get_json(f"{self.url}/api/v1/models/{repo_id}/repo/files?Revision=master&Recursive=True")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -78,6 +88,11 @@ class HubServer:
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         self._log.close()
+
+
+def _get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=600) as r:
+        return json.loads(r.read())
 
 
 def free_port() -> int:
