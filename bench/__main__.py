@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -71,7 +72,12 @@ def write_report(out: Path, records: list[RunRecord], meta: dict[str, object]) -
     (out / "benchmarks.md").write_text(markdown(records, meta, png.name))
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the finally blocks that stop the servers
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     args = parse(argv)
     json_path = args.out / "benchmarks.json"
     if args.report_only:

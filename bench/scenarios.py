@@ -26,8 +26,8 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("small-files", "dataset of many small files", "small-files", ALL_HF + ALL_MS),
         Scenario(
             "capped",
-            "7B-chat-shaped repo, every connection capped",
-            "chat-7b-scaled",
+            "7B-chat-shaped repo (smaller shards), every connection capped",
+            "chat-7b-capped",
             ALL_HF + ALL_MS,
             capped=True,
         ),
