@@ -28,7 +28,7 @@ from hubget.errors import (
     ProtocolError,
 )
 from hubget.transfer.filetask import UNKNOWN_END, FileTask, Segment
-from hubget.transfer.http import HttpClient, Response, host_of
+from hubget.transfer.http import HttpClient, RedirectRefused, Response, host_of
 from hubget.transfer.jobs import FileJob, FileResult, ProgressSink
 from hubget.transfer.ranges import IntervalSet
 
@@ -50,6 +50,14 @@ class _Fatal(Exception):
 
 class _Again(Exception):
     """Retry the segment at once without counting an attempt (fresh URL obtained)."""
+
+
+class _Attempt:
+    """The segment a worker is on and the file generation it belongs to (both change on a restart)."""
+
+    def __init__(self, seg: Segment, gen: int) -> None:
+        self.seg = seg
+        self.gen = gen
 
 
 class Engine:
@@ -248,7 +256,7 @@ class Engine:
         """Mark ``task`` failed (engine lock held); its other segments stop at their next read."""
         if task.status == "failed":
             return
-        if task.label not in str(error):
+        if not str(error).startswith(f"{task.label}:"):
             named = type(error)(f"{task.label}: {error}")
             named.__cause__ = error
             error = named
@@ -280,25 +288,25 @@ class Engine:
     # == one segment ======================================================================
 
     def _run_segment(self, task: FileTask, seg: Segment, buf: bytearray) -> None:
-        gen = task.generation
+        att = _Attempt(seg, task.generation)
         error: HubgetError | None = None
         fatal = again = False
         try:
-            gen = self._fetch(task, seg, buf, gen)
+            self._fetch(task, att, buf)
         except _Aborted:
             pass
         except _Again:
             again = True
         except _Fatal as e:
             error, fatal = e.error, True
-        except (DiskError, AuthError, IntegrityError) as e:
+        except (DiskError, AuthError, IntegrityError, RedirectRefused) as e:
             error, fatal = e, True
         except HubgetError as e:
             error = e
         except OSError as e:  # an unexpected local failure (not a disk-full, which is a DiskError)
             error, fatal = DiskError(f"{task.partial}: {e}"), True
         with self._cv:
-            action = self._segment_exit(task, seg, gen, error, fatal, again)
+            action = self._segment_exit(task, att.seg, att.gen, error, fatal, again)
         if action == "finish":
             self._finish(task)
         elif action == "cleanup":
@@ -360,8 +368,9 @@ class Engine:
         self.progress.message(f"{task.label}: the server does not serve byte ranges correctly; one stream")
         return whole
 
-    def _fetch(self, task: FileTask, seg: Segment, buf: bytearray, gen: int) -> int:
-        """Download ``seg``; returns the file generation it was written under."""
+    def _fetch(self, task: FileTask, att: _Attempt, buf: bytearray) -> None:
+        """Download ``att.seg``; a restart switches ``att`` to the new generation's segment."""
+        seg = att.seg
         url, headers = task.url_for(seg)
         whole = seg.start == 0 and seg.end in (task.size, UNKNOWN_END) and not task.ranged
         hdrs = dict(headers)
@@ -374,18 +383,16 @@ class Engine:
                 raise _Aborted
             self._responses.add(resp)
         try:
-            seg, gen = self._check_answer(task, seg, resp, url, whole, gen)
-            self._prepare_write(task, seg, gen)
-            self._read_body(task, seg, resp, buf, gen)
+            self._check_answer(task, att, resp, url, whole)
+            self._prepare_write(task, att.seg, att.gen)
+            self._read_body(task, att.seg, resp, buf, att.gen)
         finally:
             with self._cv:
                 self._responses.discard(resp)
             resp.release()  # reuses the connection when the body was read to its end
-        return gen
 
-    def _check_answer(
-        self, task: FileTask, seg: Segment, resp: Response, url: str, whole: bool, gen: int
-    ) -> tuple[Segment, int]:
+    def _check_answer(self, task: FileTask, att: _Attempt, resp: Response, url: str, whole: bool) -> None:
+        seg = att.seg
         host = host_of(resp.url)
         status = resp.status
         if status in (403, 410):
@@ -409,11 +416,11 @@ class Engine:
                 )
             if not whole:
                 with self._cv:  # the server ignored Range: this body is the whole file, from byte 0
-                    if gen != task.generation or task.status != "active":
+                    if att.gen != task.generation or task.status != "active":
                         raise _Aborted
-                    seg = self._restart(task, seg)
-                    gen = task.generation
-            return seg, gen
+                    att.seg = self._restart(task, seg)
+                    att.gen = task.generation
+            return
         match = _CONTENT_RANGE.match(resp.headers.get("Content-Range") or "")
         if not match:
             task.bad_answers += 1
@@ -432,7 +439,6 @@ class Engine:
             with self._cv:  # a shorter answer is allowed; the rest is queued again
                 task.pending.append(Segment(last + 1, seg.end))
                 seg.end = last + 1
-        return seg, gen
 
     def _refresh(self, task: FileTask, url: str, status: int, host: str) -> None:
         """A signed URL expired (403/410): ask the job for a fresh one, once per file."""
@@ -534,7 +540,7 @@ class Engine:
             task.hash_wake.wait(0.5)
             task.hash_wake.clear()
             with self._cv:
-                if not task.ranged or task.status != "active" or task.fd is None:
+                if not task.ranged or task.status != "active" or task.fd is None or self._cancelled:
                     return
                 prefix = task.done.prefix_end()
                 fd = task.fd
@@ -544,11 +550,11 @@ class Engine:
                 except OSError:
                     return  # finalize reads the rest itself and reports a real failure
 
-    def _stop_hasher(self, task: FileTask) -> None:
+    def _stop_hasher(self, task: FileTask, timeout: float | None = None) -> None:
         thread = task.hash_thread
         if thread is not None and thread is not threading.current_thread():
             task.hash_wake.set()
-            thread.join()
+            thread.join(timeout)
             task.hash_thread = None
 
     def _saver(self, stop: threading.Event) -> None:
@@ -585,7 +591,7 @@ class Engine:
         with self._cv:
             snapshot = [(t, IntervalSet(t.done.as_list())) for t in self._open if t.status == "active"]
         for task, done in snapshot:
-            self._stop_hasher(task)
+            self._stop_hasher(task, timeout=1.0)
             try:
                 task.save(done)
             except (HubgetError, OSError):

@@ -9,13 +9,14 @@ from __future__ import annotations
 import email.utils
 import json
 import random
+import socket
 import ssl
 import threading
 import time
 import urllib.request
 import zlib
 from collections.abc import Iterable
-from http.client import HTTPException
+from http.client import HTTPException, IncompleteRead
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -88,16 +89,35 @@ class Response:
         self._released = data is not None
 
     def readinto(self, buf: bytearray | memoryview) -> int:
-        """Read body bytes straight into ``buf``; 0 at the end of the body.
+        """Read body bytes straight into ``buf``: whatever has arrived, at most one socket read.
 
-        Goes to http.client's reader directly: urllib3's own ``readinto`` allocates a bytes
-        object per call, which costs a copy per chunk on multi-GB transfers.
+        Returns 0 at the end of the body. Goes below urllib3, whose ``readinto`` allocates a bytes
+        object per call, and below http.client, whose ``readinto`` waits until ``buf`` is full
+        (a dripping server would then never look slow). Raises IncompleteRead-derived
+        NetworkError when the connection closes before the announced length.
         """
         fp = getattr(self._raw, "_fp", None)
-        if fp is None:
+        if fp is None or fp.fp is None:
             return 0
         try:
-            return fp.readinto(buf)
+            if fp.chunked:
+                return fp.readinto(buf)  # rare for file bodies; http.client parses the chunks
+            if fp.length is not None:
+                if fp.length == 0:
+                    fp._close_conn()
+                    return 0
+                if len(buf) > fp.length:
+                    buf = memoryview(buf)[: fp.length]
+            n = fp.fp.readinto1(buf)
+            if fp.length is not None:
+                fp.length -= n
+                if n == 0:
+                    raise IncompleteRead(b"", fp.length)
+                if fp.length == 0:
+                    fp._close_conn()  # marks the body complete, so the connection can be reused
+            elif n == 0:
+                fp._close_conn()
+            return n
         except (OSError, HTTPException, ValueError) as e:
             self.close()
             raise NetworkError(f"{host_of(self.url)}: connection failed while reading: {_describe(e)}") from e
@@ -122,6 +142,17 @@ class Response:
             self._raw.release_conn()
         else:
             self.close()
+
+    def abort(self) -> None:
+        """Unblock a reader stuck in ``readinto`` from another thread, then drop the connection."""
+        conn = getattr(self._raw, "_connection", None)
+        sock = getattr(conn, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.close()
 
     def close(self) -> None:
         """Drop the connection (a half-read body must never be reused)."""
@@ -255,9 +286,9 @@ class HttpClient:
             if resp.status == 303 or (resp.status in (301, 302) and method == "POST"):
                 method, body = ("GET" if method != "HEAD" else "HEAD"), None
             if (method, nxt) in seen:
-                raise ProtocolError(f"redirect loop at {nxt}")
+                raise RedirectRefused(f"redirect loop at {nxt}")
             current = nxt
-        raise ProtocolError(f"more than {MAX_REDIRECTS} redirects starting from {url}")
+        raise RedirectRefused(f"more than {MAX_REDIRECTS} redirects starting from {url}")
 
     def get_json(self, url: str, *, headers: dict[str, str] | None = None) -> tuple[Any, Response]:
         """GET a JSON document. Non-2xx answers are returned with ``None`` for the caller to map."""
@@ -359,12 +390,16 @@ class HttpClient:
         return Response(raw, url, data)
 
 
+class RedirectRefused(ProtocolError):
+    """A redirect the policy forbids (downgrade to http, another scheme, a loop): never retried."""
+
+
 def _check_scheme(url: str, came_from: str | None = None) -> None:
     scheme = urlsplit(url).scheme.lower()
     if scheme not in ("http", "https"):
-        raise ProtocolError(f"refusing to fetch {url!r}: only http and https URLs are allowed")
+        raise RedirectRefused(f"refusing to fetch {url!r}: only http and https URLs are allowed")
     if came_from is not None and urlsplit(came_from).scheme.lower() == "https" and scheme == "http":
-        raise ProtocolError(f"refusing redirect from https to plain http ({came_from} -> {url})")
+        raise RedirectRefused(f"refusing redirect from https to plain http ({came_from} -> {url})")
 
 
 def _read_body(raw: urllib3.BaseHTTPResponse, url: str) -> bytes:
