@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 from hubget import config
@@ -53,11 +54,14 @@ class HfCacheLayout:
     def is_complete(self, snapshot: Snapshot, file: RemoteFile) -> bool:
         blob = self.blob(file)
         try:
-            size = blob.stat().st_size
+            st = blob.lstat()
         except OSError:
             return False
-        # Blobs are named by their hash and only ever renamed into place after verification.
-        return file.size is None or size == file.size
+        # Blobs are named by their hash and only ever renamed into place after verification; a
+        # symlink or anything else hubget did not put there is not trusted (it gets replaced).
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        return file.size is None or st.st_size == file.size
 
     def commit(self, snapshot: Snapshot, file: RemoteFile) -> None:
         relative_symlink(self.blob(file), self.pointer(snapshot, file))
