@@ -16,6 +16,7 @@ import os
 import random
 import shutil
 import struct
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -201,8 +202,63 @@ GENERATORS = {
 }
 
 
+GIT_REPO = "chat-7b-git"
+GIT_SOURCE = "chat-7b-capped"
+LFS_PATTERNS = ("*.safetensors", "*.bin", "*.model")
+# git-lfs's filters given through the environment (git >= 2.31), so no global git config is touched.
+GIT_LFS_ENV = {
+    "GIT_CONFIG_COUNT": "4",
+    "GIT_CONFIG_KEY_0": "filter.lfs.process",
+    "GIT_CONFIG_VALUE_0": "git-lfs filter-process",
+    "GIT_CONFIG_KEY_1": "filter.lfs.smudge",
+    "GIT_CONFIG_VALUE_1": "git-lfs smudge -- %f",
+    "GIT_CONFIG_KEY_2": "filter.lfs.clean",
+    "GIT_CONFIG_VALUE_2": "git-lfs clean -- %f",
+    "GIT_CONFIG_KEY_3": "filter.lfs.required",
+    "GIT_CONFIG_VALUE_3": "true",
+    "GIT_TERMINAL_PROMPT": "0",
+}
+
+
+def ensure_git_repo(root: Path, scale: str) -> BenchRepo:
+    """A git work tree with the LFS objects in ``.git/lfs/objects``, holding the files of the capped
+    scenario's repo: what `git clone` (with git-lfs) and `hubget clone` fetch from `hubget serve`."""
+    source = ensure_repo(root, GIT_SOURCE, scale)
+    folder = root / "models" / OWNER / GIT_REPO
+    stamp = folder / ".git" / "bench-manifest.json"
+    files = {f.path: {"size": f.size, "sha256": f.sha256} for f in source.files}
+    if stamp.is_file() and json.loads(stamp.read_text()) == files:
+        return _repo(GIT_REPO, "model", folder, files)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    env = {**os.environ, **GIT_LFS_ENV}
+
+    def git(*args: str) -> None:
+        subprocess.run(
+            ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", *args],
+            cwd=folder,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+
+    git("init", "-q", "-b", "main")
+    for f in source.files:
+        (folder / f.path).parent.mkdir(parents=True, exist_ok=True)
+        os.link(source.folder / f.path, folder / f.path)  # git-lfs copies them into .git/lfs/objects
+    (folder / ".gitattributes").write_text(
+        "".join(f"{p} filter=lfs diff=lfs merge=lfs -text\n" for p in LFS_PATTERNS)
+    )
+    git("add", "-A")
+    git("commit", "-q", "-m", "weights")
+    stamp.write_text(json.dumps(files))
+    return _repo(GIT_REPO, "model", folder, files)
+
+
 def ensure_repo(root: Path, name: str, scale: str) -> BenchRepo:
     """The repo ``name`` at ``scale`` under ``root``, generated unless its manifest says it is there."""
+    if name == GIT_REPO:
+        return ensure_git_repo(root, scale)
     repo_type, generate = GENERATORS[name]
     sizes = SCALES[scale]
     folder = root / ("models" if repo_type == "model" else "datasets") / OWNER / name

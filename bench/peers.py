@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from bench.data import BenchRepo
+from bench.data import GIT_LFS_ENV, BenchRepo
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,6 +94,21 @@ def _aria2c(endpoint: str, repo: BenchRepo, dest: Path) -> Invocation:
     return Invocation(cmd, {}, _dest_itself)
 
 
+def _git_clone(hubget: bool) -> Callable[[str, BenchRepo, Path], Invocation]:
+    """`git clone URL` (git-lfs's smudge filter fetches every LFS file) or `hubget clone URL`."""
+
+    def build(endpoint: str, repo: BenchRepo, dest: Path) -> Invocation:
+        url = f"{endpoint}/{repo.repo_id}"
+        target = dest / "clone"
+        if hubget:
+            cmd = [sys.executable, "-m", "hubget", "clone", url, str(target), "-q"]
+        else:
+            cmd = ["git", "clone", "-q", url, str(target)]
+        return Invocation(cmd, dict(GIT_LFS_ENV), lambda stdout, d: target)
+
+    return build
+
+
 def _has(module: str) -> Callable[[], bool]:
     def check() -> bool:
         import importlib.util
@@ -168,7 +183,22 @@ PEERS: dict[str, Peer] = {
             _child("modelscope", MS_PARALLEL_ENV, max_workers=8),
             _has("modelscope"),
         ),
+        Peer(
+            "hubget-clone",
+            "hubget clone",
+            "git",
+            "hubget clone URL (git for history, hubget for LFS files)",
+            _git_clone(True),
+        ),
+        Peer(
+            "git",
+            "git clone + git-lfs",
+            "git",
+            "git clone URL with git-lfs's smudge filter (git-lfs defaults)",
+            _git_clone(False),
+            lambda: shutil.which("git-lfs") is not None,
+        ),
     )
 }
 
-BASELINE = {"hf": "hubget", "ms": "hubget-ms"}
+BASELINE = {"hf": "hubget", "ms": "hubget-ms", "git": "hubget-clone"}

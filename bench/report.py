@@ -27,6 +27,7 @@ class Summary:
     fetched: float
     total: int
     killed_at: float = 0.0
+    disk: float = 0.0
     errors: tuple[str, ...] = ()
 
     @property
@@ -55,6 +56,7 @@ def summarize(records: Iterable[RunRecord]) -> dict[str, dict[str, Summary]]:
             fetched=statistics.median(r.bytes_fetched for r in use),
             total=runs[0].total_bytes,
             killed_at=statistics.median(r.killed_at_bytes for r in use),
+            disk=statistics.median(getattr(r, "disk_bytes", 0) for r in use),
             errors=errors,
         )
     return out
@@ -99,6 +101,20 @@ def scenario_table(name: str, sums: dict[str, Summary]) -> list[str]:
             lines.append(
                 f"| {PEERS[peer].label} | {s.ok}/{s.runs} | {s.killed_at / MB:,.0f} | {s.fetched / MB:,.0f} "
                 f"| {s.wall:.2f} | {s.cpu:.2f} | {s.peak_rss / MB:.0f} | {_fmt_ratio(speedup(sums, peer))} |"
+            )
+    elif name == "git":
+        lines += [
+            "| peer | ok/runs | wall (s) | MB/s | CPU (s) | peak RSS (MB) | fetched (MB) | on disk (MB) "
+            "| hubget speed-up |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for peer in _order(files):
+            s = files[peer]
+            wall = f"{s.wall:.2f}" if s.ok else "failed"
+            lines.append(
+                f"| {PEERS[peer].label} | {s.ok}/{s.runs} | {wall} | {_num(s.mbps)} | {s.cpu:.2f} "
+                f"| {s.peak_rss / MB:.0f} | {_num(s.fetched / MB)} | {_num(s.disk / MB)} "
+                f"| {_fmt_ratio(speedup(sums, peer))} |"
             )
     else:
         lines += [

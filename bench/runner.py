@@ -39,6 +39,7 @@ class RunRecord:
     # resume scenario only: the first (killed) run
     killed_at_bytes: int = 0
     killed_after: float = 0.0
+    disk_bytes: int = 0  # space the result takes (hard links and shared blocks counted once)
     loadavg: float = 0.0  # 1-minute load average when the run started: the machine is shared
 
 
@@ -155,6 +156,7 @@ class Bench:
             if m.returncode == 0:
                 verdict = verify_tree(inv.files_root(m.stdout, dest), repo)
                 rec.verified = verdict.ok
+                rec.disk_bytes = disk_usage(dest)
                 rec.problems = verdict.problems[:5]
                 rec.ok = verdict.all_ok and not rec.error
             else:
@@ -173,6 +175,19 @@ class Bench:
         rec.cpu = m.cpu
         rec.peak_rss = m.peak_rss
         rec.bytes_fetched = m.bytes_fetched
+
+
+def disk_usage(folder: Path) -> int:
+    """Allocated bytes under ``folder``, each inode once (like ``du``)."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for dirpath, _dirs, names in os.walk(folder):
+        for name in names:
+            st = os.lstat(os.path.join(dirpath, name))
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_blocks * 512
+    return total
 
 
 def _line(r: RunRecord) -> str:

@@ -32,6 +32,9 @@ SCENARIOS: dict[str, Scenario] = {
             capped=True,
         ),
         Scenario(
+            "git", "git clone of the capped scenario's repo (git-lfs)", "chat-7b-git", ("hubget-clone", "git")
+        ),
+        Scenario(
             "resume",
             "large file, killed at 50% then run again",
             "large-file",
