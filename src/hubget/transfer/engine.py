@@ -291,6 +291,7 @@ class Engine:
         att = _Attempt(seg, task.generation)
         error: HubgetError | None = None
         fatal = again = False
+        started, start_pos = time.monotonic(), seg.pos
         try:
             self._fetch(task, att, buf)
         except _Aborted:
@@ -305,12 +306,38 @@ class Engine:
             error = e
         except OSError as e:  # an unexpected local failure (not a disk-full, which is a DiskError)
             error, fatal = DiskError(f"{task.partial}: {e}"), True
+        if seg.source >= 0:
+            nbytes = att.seg.pos - (start_pos if att.seg is seg else att.seg.start)
+            fatal = self._source_outcome(task, seg.source, error, fatal, time.monotonic() - started, nbytes)
         with self._cv:
             action = self._segment_exit(task, att.seg, att.gen, error, fatal, again)
         if action == "finish":
             self._finish(task)
         elif action == "cleanup":
             self._cleanup(task)
+
+    def _source_outcome(
+        self, task: FileTask, source: int, error: HubgetError | None, fatal: bool, seconds: float, nbytes: int
+    ) -> bool:
+        """Account a request to one of the file's URLs; returns whether ``error`` still fails the file.
+
+        With several URLs, an answer that one source will not fix (404, 401/403, broken ranges)
+        takes that source out of use and the segment goes to another: the file fails only when no
+        source is left. Local failures (disk, hash) stay fatal.
+        """
+        several = len(task.urls) > 1
+        source_fault = error is not None and not isinstance(error, (DiskError, IntegrityError))
+        dead = several and source_fault and (fatal or isinstance(error, ProtocolError))
+        if dead and not task.other_source_alive(source):
+            dead = False  # the last source: its error is the file's
+        newly = task.source_done(source, max(0, nbytes), seconds, failed=source_fault, dead=dead)
+        if several and source_fault and newly:
+            origin = FileTask.origin_label(task.urls[source])
+            what = "is out" if dead else "failed"
+            self.progress.message(
+                f"{task.label}: {origin} {what} ({error}); its ranges go to the other sources"
+            )
+        return fatal and not dead
 
     def _segment_exit(
         self, task: FileTask, seg: Segment, gen: int, error: HubgetError | None, fatal: bool, again: bool
@@ -326,15 +353,19 @@ class Engine:
                 if seg.pos < seg.end:
                     progressed = seg.pos - seg.start >= MiB
                     attempts = 0 if progressed or again else seg.attempts + 1
-                    if attempts > self.range_retries:
+                    several = len(task.urls) > 1
+                    if attempts > self.range_retries + len(task.urls) - 1:
                         assert error is not None
                         self._fail(task, error)
                     else:
-                        delay = 0.0 if again or progressed else self.client.backoff(attempts - 1)
+                        # Another source ready to take the range: no reason to wait.
+                        elsewhere = several and task.source_ready()
+                        delay = 0.0 if again or progressed or elsewhere else self.client.backoff(attempts - 1)
                         ready = time.monotonic() + delay
                         task.pending.append(Segment(seg.pos, seg.end, attempts=attempts, not_before=ready))
                         task.pending.sort(key=lambda s: s.start)
-                if isinstance(error, ProtocolError) and task.ranged and task.bad_answers >= 2:
+                single = len(task.urls) == 1  # with several sources the bad one is dropped instead
+                if isinstance(error, ProtocolError) and task.ranged and task.bad_answers >= 2 and single:
                     self._restart(task, None)  # this server's ranges cannot be trusted: one plain stream
         self._cv.notify_all()
         if task.status == "active" and not task.active and not task.pending and task.complete():
@@ -376,7 +407,11 @@ class Engine:
         hdrs = dict(headers)
         if not whole:
             hdrs["Range"] = f"bytes={seg.start}-{seg.end - 1}"
-        resp = self.client.request("GET", url, headers=hdrs, stream=True, read_timeout=self.stall_timeout)
+        # With several sources a failing one is left at once: the segment moves to another.
+        retries = 0 if len(task.urls) > 1 else None
+        resp = self.client.request(
+            "GET", url, headers=hdrs, stream=True, read_timeout=self.stall_timeout, retries=retries
+        )
         with self._cv:
             if self._cancelled:
                 resp.close()

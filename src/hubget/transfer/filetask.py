@@ -40,6 +40,7 @@ class Segment:
     not_before: float = 0.0
     pos: int = -1  # bytes before pos are written
     claimed: int = -1  # bytes before claimed are read and being written (never handed to a thief)
+    source: int = -1  # index in FileTask.urls of the URL this segment is being fetched from
 
     def __post_init__(self) -> None:
         if self.pos < 0:
@@ -49,6 +50,26 @@ class Segment:
     @property
     def remaining(self) -> int:
         return self.end - max(self.pos, self.claimed)
+
+
+@dataclass
+class SourceStats:
+    """What one URL of a file has delivered, to choose where its next range goes."""
+
+    active: int = 0  # segments being fetched from it now
+    bytes: int = 0
+    busy: float = 0.0  # connection-seconds spent on it
+    failures: int = 0  # consecutive failures
+    cooldown_until: float = 0.0  # not chosen before this time (monotonic) while others can serve
+    dead: bool = False  # answered 404/401/403 or broke the Range rules: never chosen again
+
+    def rate(self) -> float | None:
+        """Bytes per second per connection, once there is something to measure."""
+        return self.bytes / self.busy if self.bytes and self.busy >= 0.05 else None
+
+
+COOLDOWN_BASE = 0.5
+COOLDOWN_MAX = 30.0
 
 
 def disk_error(e: OSError, what: str, path: Path) -> DiskError:
@@ -79,6 +100,8 @@ class FileTask:
         self.resumed_from = 0
         self.sources: Counter[str] = Counter()
         self.urls = [job.url, *job.mirrors]
+        self.stats = [SourceStats() for _ in self.urls]
+        self.stats_lock = threading.Lock()
         self.headers = dict(job.headers)
         self.refreshed = False
         self.bad_answers = 0
@@ -94,14 +117,72 @@ class FileTask:
     # -- choosing where to fetch from -----------------------------------------------------
 
     def url_for(self, seg: Segment) -> tuple[str, dict[str, str]]:
-        """A URL for this segment: the primary first, mirrors in turn on retries.
+        """A URL for this segment (recorded in ``seg.source``), with the headers it may carry.
 
-        Credentials belong to the primary's origin; a mirror on another origin gets none.
+        With several URLs serving the same bytes, the segment goes to the one with the most
+        throughput to spare (see ``pick_source``). Credentials belong to the primary's origin; a
+        mirror on another origin gets none.
         """
-        url = self.urls[seg.attempts % len(self.urls)]
+        seg.source = self.pick_source()
+        url = self.urls[seg.source]
         if url == self.urls[0] or origin_of(url) == origin_of(self.urls[0]):
             return url, self.headers
         return url, {k: v for k, v in self.headers.items() if k.lower() not in DEFAULT_SENSITIVE}
+
+    def pick_source(self) -> int:
+        """The URL for a new request: among those not cooling down after a failure, the one whose
+        measured per-connection rate divided by its connections (this one included) is highest, so
+        ranges spread over the sources in proportion to what each delivers. A source not measured
+        yet counts as fast as the best one, so every source gets tried early."""
+        if len(self.urls) == 1:
+            with self.stats_lock:
+                self.stats[0].active += 1
+            return 0
+        now = time.monotonic()
+        with self.stats_lock:
+            alive = [i for i, s in enumerate(self.stats) if not s.dead] or list(range(len(self.stats)))
+            ready = [i for i in alive if self.stats[i].cooldown_until <= now]
+            if not ready:
+                ready = [min(alive, key=lambda i: self.stats[i].cooldown_until)]
+            known = [r for s in self.stats if (r := s.rate()) is not None]
+            default = max(known) if known else 1.0
+
+            def spare(i: int) -> tuple[float, int]:
+                s = self.stats[i]
+                return (s.rate() or default) / (s.active + 1), -i
+
+            best = max(ready, key=spare)
+            self.stats[best].active += 1
+            return best
+
+    def source_done(self, index: int, nbytes: int, seconds: float, failed: bool, dead: bool) -> bool:
+        """Record how a request to ``urls[index]`` went. A failed source cools down (doubling with
+        each failure in a row) so the next ranges go to the others; returns True when this
+        failure newly took the source out of use (for a message)."""
+        with self.stats_lock:
+            s = self.stats[index]
+            s.active = max(0, s.active - 1)
+            s.bytes += nbytes
+            s.busy += seconds
+            if not failed:
+                if nbytes:
+                    s.failures = 0
+                return False
+            newly = not s.dead and s.cooldown_until <= time.monotonic()
+            s.failures += 1
+            s.cooldown_until = time.monotonic() + min(COOLDOWN_MAX, COOLDOWN_BASE * 2 ** (s.failures - 1))
+            s.dead = s.dead or dead
+            return newly
+
+    def other_source_alive(self, index: int) -> bool:
+        with self.stats_lock:
+            return any(not s.dead for i, s in enumerate(self.stats) if i != index)
+
+    def source_ready(self) -> bool:
+        """True when some live URL is not cooling down (a retry there need not wait)."""
+        now = time.monotonic()
+        with self.stats_lock:
+            return any(not s.dead and s.cooldown_until <= now for s in self.stats)
 
     @staticmethod
     def origin_label(url: str) -> str:
