@@ -249,7 +249,7 @@ def test_api_that_drips_is_bounded(hub, tmp_path):
     hub.add(INFO, hub.blobs[INFO].data + b" " * 1000)  # JSON may end with blanks
     hub.always(INFO, fs.drip(0.2, 2))  # over 100 s for the whole answer
     try:
-        result = cli(hub.base, tmp_path, timeout=60)
+        result = cli(hub.base, tmp_path, timeout=30)
     except subprocess.TimeoutExpired:
-        pytest.fail("a dripping repo-info answer held hubget for over 60 s")
+        pytest.fail("a dripping repo-info answer held hubget for over 30 s")
     assert_clean_failure(result, 6)

@@ -33,7 +33,7 @@ REPO = "org/faulty"
 WEIGHTS = os.urandom(700 * 1024 + 13)
 FILES = {"config.json": b'{"model_type": "llama"}\n', "model.safetensors": WEIGHTS}
 W = "model.safetensors"
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(30)  # a correct run takes a few seconds; a hang fails
 
 
 def publish(hub: FaultServer, files: dict[str, bytes] = FILES, **kw: object) -> FakeHfRepo:
