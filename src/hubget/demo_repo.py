@@ -7,17 +7,22 @@ import json
 import os
 import struct
 from pathlib import Path
+from typing import BinaryIO
 
 BLOCK = 1024 * 1024
 
 
+def _append_random(f: BinaryIO, size: int) -> None:
+    remaining = size
+    while remaining:
+        n = min(BLOCK, remaining)
+        f.write(os.urandom(n))
+        remaining -= n
+
+
 def _write_random(path: Path, size: int) -> None:
     with open(path, "wb") as f:
-        remaining = size
-        while remaining:
-            n = min(BLOCK, remaining)
-            f.write(os.urandom(n))
-            remaining -= n
+        _append_random(f, size)
 
 
 def _safetensors_shard(path: Path, name: str, size: int) -> None:
@@ -27,12 +32,7 @@ def _safetensors_shard(path: Path, name: str, size: int) -> None:
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(header)))
         f.write(header)
-    with open(path, "ab") as f:
-        remaining = size
-        while remaining:
-            n = min(BLOCK, remaining)
-            f.write(os.urandom(n))
-            remaining -= n
+        _append_random(f, size)
 
 
 def make_llm_like_repo(folder: Path, *, shards: int = 4, shard_bytes: int = 16 * BLOCK) -> Path:
