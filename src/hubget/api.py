@@ -109,8 +109,11 @@ def fetch_snapshot(
     progress: ProgressSink | None = None,
     dry_run: bool = False,
     snapshot: Snapshot | None = None,
+    engine_options: dict[str, Any] | None = None,
 ) -> FetchReport:
-    """Resolve ``ref`` on ``source``, download what ``layout`` lacks, commit it, return a report."""
+    """Resolve ``ref`` on ``source``, download what ``layout`` lacks, commit it, return a report.
+
+    ``engine_options`` go to the Engine (stall_timeout, split_threshold, ...)."""
     from hubget.transfer.engine import Engine  # the engine pulls in threads and urllib3 pools
 
     snapshot = snapshot or source.resolve(ref)
@@ -124,7 +127,9 @@ def fetch_snapshot(
         if statuses[f.path].present:
             layout.commit(snapshot, f)
 
-    engine = Engine(max_workers=max_workers, connections=connections, progress=progress)
+    engine = Engine(
+        max_workers=max_workers, connections=connections, progress=progress, **(engine_options or {})
+    )
     held: dict[Path, FileLock] = {}
     ready: list[RemoteFile] = []
     deferred: list[RemoteFile] = []
@@ -231,10 +236,16 @@ def snapshot_download(
     local_files_only: bool = False,
     source: str = "hf",
     progress: ProgressSink | None = None,
+    modelscope_id: str | None = None,
+    mapping_file: str | Path | None = None,
     **_ignored: Any,
 ) -> str:
     """Download a whole repo (or the files the patterns select); return the snapshot folder
-    (or ``local_dir``). Same meaning as ``huggingface_hub.snapshot_download``."""
+    (or ``local_dir``). Same meaning as ``huggingface_hub.snapshot_download``.
+
+    ``source="auto"`` asks the Hugging Face endpoint, the mirrors and ModelScope at once and takes
+    each file from every source that serves the same bytes (``hubget.sources.auto``);
+    ``modelscope_id`` and ``mapping_file`` name the repo on ModelScope when its id differs."""
     if source == "modelscope":
         from hubget.modelscope_api import modelscope_snapshot_download
 
@@ -251,11 +262,29 @@ def snapshot_download(
             token=token if isinstance(token, str) else None,
             endpoint=endpoint,
         )
-    if source not in ("hf", "huggingface"):
-        raise UsageError(f"unknown source {source!r} (hf or modelscope)")
+    if source not in ("hf", "huggingface", "auto"):
+        raise UsageError(f"unknown source {source!r} (hf, modelscope or auto)")
     ref = RepoRef(repo_id, check_repo_type(repo_type), revision)  # type: ignore[arg-type]
     if local_files_only or config.hf_offline():
         return str(offline_snapshot(ref, cache_dir, local_dir))
+    if source == "auto":
+        from hubget.sources.auto import fetch_auto
+
+        _, auto_report = fetch_auto(
+            ref,
+            endpoint=endpoint,
+            token=token,
+            cache_dir=cache_dir,
+            local_dir=local_dir,
+            allow_patterns=allow_patterns,
+            ignore_patterns=ignore_patterns,
+            max_workers=max_workers,
+            connections=connections,
+            progress=progress,
+            modelscope_id=modelscope_id,
+            mapping_file=mapping_file,
+        )
+        return str(auto_report.path)
     from hubget.sources.huggingface import HfSource
 
     report = fetch_snapshot(

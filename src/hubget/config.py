@@ -78,3 +78,16 @@ def ms_token() -> str | None:
 def hf_mirrors() -> list[str]:
     raw = _env("HUBGET_HF_MIRRORS") or ""
     return [m.strip().rstrip("/") for m in raw.split(",") if m.strip()]
+
+
+def id_map_file() -> str | None:
+    """A JSON file mapping Hugging Face ids to ModelScope ids (``--mapping-file`` overrides it)."""
+    return _env("HUBGET_ID_MAP")
+
+
+def probe_timeout() -> float:
+    """Seconds `--source auto` gives each hub to answer its listing before counting it unreachable."""
+    try:
+        return max(0.1, float(_env("HUBGET_PROBE_TIMEOUT") or 6.0))
+    except ValueError:
+        return 6.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -12,6 +12,7 @@ from hubget.api import FetchReport, check_repo_type, fetch_snapshot, hf_layout, 
 from hubget.cli.progress import human_bytes, make_progress
 from hubget.errors import UsageError
 from hubget.models import RepoRef
+from hubget.transfer.jobs import ProgressSink
 
 
 def download(
@@ -23,7 +24,22 @@ def download(
     revision: Annotated[
         str | None, typer.Option(help="Branch, tag or commit. Default: main (master on ModelScope).")
     ] = None,
-    source: Annotated[str, typer.Option(help="Where to download from: hf or modelscope.")] = "hf",
+    source: Annotated[
+        str,
+        typer.Option(
+            help="Where to download from: hf, modelscope, or auto (the HF endpoint, HUBGET_HF_MIRRORS and "
+            "ModelScope at once; each file from every source serving the same bytes)."
+        ),
+    ] = "hf",
+    modelscope_id: Annotated[
+        str | None, typer.Option(help="With --source auto: the repo's id on ModelScope, when it differs.")
+    ] = None,
+    mapping_file: Annotated[
+        Path | None,
+        typer.Option(
+            help='With --source auto: JSON {"hf_org/name": "ms_owner/name"} (default: HUBGET_ID_MAP).'
+        ),
+    ] = None,
     endpoint: Annotated[
         str | None, typer.Option(help="The chosen source's URL (default: HF_ENDPOINT / MODELSCOPE_ENDPOINT).")
     ] = None,
@@ -66,6 +82,27 @@ def download(
     """
     ref = RepoRef(repo_id, check_repo_type(repo_type), revision)  # type: ignore[arg-type]
     progress = make_progress(quiet, json_output)
+    if source == "auto":
+        _download_auto(
+            ref,
+            files=files,
+            endpoint=endpoint,
+            token=token,
+            cache_dir=cache_dir,
+            local_dir=local_dir,
+            include=include,
+            exclude=exclude,
+            max_workers=max_workers,
+            connections=connections,
+            dry_run=dry_run,
+            json_output=json_output,
+            progress=progress,
+            modelscope_id=modelscope_id,
+            mapping_file=mapping_file,
+        )
+        return
+    if modelscope_id or mapping_file:
+        raise UsageError("--modelscope-id and --mapping-file apply to --source auto")
     if source in ("hf", "huggingface"):
         from hubget import config
         from hubget.sources.huggingface import HfSource
@@ -88,7 +125,7 @@ def download(
             local_dir=local_dir,
         )
     else:
-        raise UsageError(f"--source must be hf or modelscope, not {source!r}")
+        raise UsageError(f"--source must be hf, modelscope or auto, not {source!r}")
     try:
         report = fetch_snapshot(
             src,
@@ -110,7 +147,54 @@ def download(
         _print_result(report.path, report, json_output)
 
 
+def _download_auto(
+    ref: RepoRef, *, dry_run: bool, json_output: bool, progress: ProgressSink, **kw: Any
+) -> None:
+    from hubget import config
+    from hubget.sources.auto import fetch_auto
+
+    if config.hf_offline() and not dry_run:
+        _print_result(offline_snapshot(ref, kw["cache_dir"], kw["local_dir"]), None, json_output)
+        return
+    try:
+        plan, report = fetch_auto(
+            ref,
+            endpoint=kw["endpoint"],
+            token=kw["token"],
+            cache_dir=kw["cache_dir"],
+            local_dir=kw["local_dir"],
+            allow_patterns=kw["include"],
+            ignore_patterns=kw["exclude"],
+            filenames=kw["files"] or None,
+            max_workers=kw["max_workers"],
+            connections=kw["connections"],
+            progress=progress,
+            dry_run=dry_run,
+            modelscope_id=kw["modelscope_id"],
+            mapping_file=kw["mapping_file"],
+        )
+    finally:
+        progress.end()
+    extra: dict[str, object] = {
+        "sources": [p.as_json() for p in plan.probes],
+        "substitute": None if plan.substitution is None else vars(plan.substitution),
+        "notes": plan.notes,
+    }
+    if dry_run:
+        _print_plan(report, json_output, extra)
+    else:
+        _print_result(report.path, report, json_output, extra)
+
+
+def _served_by(report: FetchReport) -> dict[str, list[str]]:
+    """Per file, the origins that serve it (the first one is the listing's own)."""
+    from hubget.sources.auto import origin
+
+    return {f.path: [origin(u) for u in [f.url, *f.extra_urls]] for f in report.snapshot.files}
+
+
 def _report_json(report: FetchReport) -> dict[str, object]:
+    served = _served_by(report)
     return {
         "repo_id": report.snapshot.ref.repo_id,
         "repo_type": report.snapshot.ref.repo_type,
@@ -126,32 +210,41 @@ def _report_json(report: FetchReport) -> dict[str, object]:
                 "present": f.present,
                 "bytes_fetched": f.bytes_fetched,
                 "sources": f.sources,
+                "served_by": served.get(f.path, []),
             }
             for f in report.files
         ],
     }
 
 
-def _print_plan(report: FetchReport, json_output: bool) -> None:
+def _print_plan(report: FetchReport, json_output: bool, extra: dict[str, object] | None = None) -> None:
     if json_output:
-        print(json.dumps({"dry_run": True, **_report_json(report)}))
+        print(json.dumps({"dry_run": True, **_report_json(report), **(extra or {})}))
         return
     snap = report.snapshot
     print(f"{snap.ref.repo_id} @ {snap.commit} from {snap.endpoint or snap.source}")
+    if extra and extra.get("substitute"):
+        print(f"  substitute: {extra['notes'][-1]}")  # type: ignore[index]
+    served = _served_by(report)
+    several = any(len(v) > 1 for v in served.values())
     for f in report.files:
         state = "present" if f.present else "missing"
-        print(f"  {human_bytes(f.size):>10}  {state:8}  {f.path}")
+        where = f"  <- {', '.join(served.get(f.path, []))}" if several or extra else ""
+        print(f"  {human_bytes(f.size):>10}  {state:8}  {f.path}{where}")
     print(
         f"{len(report.files)} file(s), {human_bytes(report.total_bytes)} in all, "
         f"{human_bytes(report.missing_bytes)} to download"
     )
 
 
-def _print_result(path: Path, report: FetchReport | None, json_output: bool) -> None:
+def _print_result(
+    path: Path, report: FetchReport | None, json_output: bool, extra: dict[str, object] | None = None
+) -> None:
     if json_output:
         payload: dict[str, object] = {"path": str(path)}
         if report is not None:
             payload.update(_report_json(report))
+        payload.update(extra or {})
         print(json.dumps(payload))
     else:
         print(path)
