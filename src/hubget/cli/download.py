@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -97,6 +98,7 @@ def download(
             dry_run=dry_run,
             json_output=json_output,
             progress=progress,
+            quiet=quiet,
             modelscope_id=modelscope_id,
             mapping_file=mapping_file,
         )
@@ -175,6 +177,8 @@ def _download_auto(
         )
     finally:
         progress.end()
+    if plan.substitution is not None and kw["quiet"]:
+        print(f"hubget: {plan.substitution.sentence()}", file=sys.stderr)  # --quiet never hides this
     extra: dict[str, object] = {
         "sources": [p.as_json() for p in plan.probes],
         "substitute": None if plan.substitution is None else vars(plan.substitution),

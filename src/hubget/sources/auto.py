@@ -15,6 +15,7 @@ and the user is told which repo, from where, and on what word (``Substitution``)
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -255,7 +256,7 @@ def plan_auto(
             listed = f"listed {len(probe.snapshot.files)} file(s) in {probe.seconds or 0:.2f} s"
             say(f"source {probe.label()}: {listed}")
         else:
-            say(f"source {probe.label()}: unreachable or refused ({probe.error})")
+            say(f"source {probe.label()}: not usable ({probe.error})")
 
     hf_like = sorted(
         (p for p in probes if p.kind != MODELSCOPE and p.ok),
@@ -422,6 +423,9 @@ def fetch_auto(
         probe_timeout=probe_timeout,
         say=say,
     )
+    if plan.substitution is not None and progress is None:
+        # No progress display to say it on: a substitution must never pass unannounced.
+        logging.getLogger("hubget").warning("hubget: %s", plan.substitution.sentence())
     layout = auto_layout(plan, cache_dir, local_dir)
     options: dict[str, Any] = {
         "allow_patterns": allow_patterns,
