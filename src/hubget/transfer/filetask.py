@@ -257,7 +257,12 @@ class FileTask:
         if not self.ranged:
             self.pending = [Segment(s, e) for s, e in gaps]
             return
-        chunk = max(min_chunk, min(max_chunk, -(-self.size // (connections * 4))))
+        parts, smallest = connections * 4, min_chunk
+        if len(self.urls) > 1:
+            # Several sources: more, smaller ranges, so that once the sources' rates are measured
+            # most ranges go to the faster ones (the first few are handed out before any measurement).
+            parts, smallest = parts * len(self.urls) * 2, max(1, min_chunk // 4)
+        chunk = max(smallest, min(max_chunk, -(-self.size // parts)))
         self.pending = [Segment(pos, min(e, pos + chunk)) for s, e in gaps for pos in range(s, e, chunk)]
 
     def complete(self) -> bool:
