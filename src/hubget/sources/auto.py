@@ -402,6 +402,7 @@ def fetch_auto(
     modelscope_token: str | None = None,
     probe_timeout: float | None = None,
     engine_options: dict[str, Any] | None = None,
+    use_modelscope: bool = True,
 ) -> tuple[AutoPlan, FetchReport]:
     """Plan (``plan_auto``), then download every file from all the sources that serve it.
 
@@ -421,6 +422,7 @@ def fetch_auto(
         modelscope_id=modelscope_id,
         mapping_file=mapping_file,
         probe_timeout=probe_timeout,
+        use_modelscope=use_modelscope,
         say=say,
     )
     if plan.substitution is not None and progress is None:
