@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -30,6 +33,12 @@ def serve(
     page_size: Annotated[
         int, typer.Option(min=1, help="Entries per page of tree and file listings (Link: rel=next).")
     ] = 1000,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1, max=64, help="Processes sharing the port: sending files costs CPU, so use the cores."
+        ),
+    ] = 1,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every request on stderr.")] = False,
 ) -> None:
     """Serve model, dataset and space repos over the Hugging Face API (and git, ModelScope).
@@ -55,23 +64,55 @@ def serve(
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
     if verbose:
         logging.getLogger("aiohttp.access").setLevel(logging.INFO)
-    app = create_app(root, hf_cache=hf_cache, tokens=tokens, page_size=page_size)
 
     def announce(url: str) -> None:
         print(f"hubget serve: listening on {url}", flush=True)
 
-    async def main() -> None:
-        task = asyncio.ensure_future(serve_forever(app, host, port, announce, access_log=verbose))
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, task.cancel)
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    def run_worker(sock: socket.socket | None, on_bound: Callable[[str], None] | None) -> None:
+        app = create_app(root, hf_cache=hf_cache, tokens=tokens, page_size=page_size)
+
+        async def main() -> None:
+            task = asyncio.ensure_future(
+                serve_forever(app, host, port, on_bound, access_log=verbose, sock=sock)
+            )
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, task.cancel)
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        asyncio.run(main())
 
     try:
-        asyncio.run(main())
+        if workers == 1:
+            run_worker(None, announce)
+            return
+        # One listening socket, inherited by forked workers: the kernel spreads the connections.
+        sock = socket.create_server((host, port), backlog=512, family=_family(host))
     except OSError as exc:
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    children = []
+    for _ in range(workers - 1):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                run_worker(sock, None)
+            finally:
+                os._exit(0)
+        children.append(pid)
+    try:
+        run_worker(sock, announce)
+    finally:
+        for pid in children:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGTERM)
+        for pid in children:
+            with contextlib.suppress(OSError):
+                os.waitpid(pid, 0)
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 def register(app: typer.Typer) -> None:

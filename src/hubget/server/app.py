@@ -13,6 +13,7 @@ import hmac
 import importlib
 import importlib.util
 import logging
+import socket
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
@@ -140,12 +141,18 @@ async def serve_forever(
     on_bound: Callable[[str], None] | None = None,
     *,
     access_log: bool = False,
+    sock: socket.socket | None = None,
 ) -> None:
-    """Serve until cancelled. ``on_bound`` gets the base URL once the socket listens (port 0 allowed)."""
+    """Serve until cancelled. ``on_bound`` gets the base URL once the socket listens (port 0 allowed).
+    With ``sock`` (a listening socket shared by several worker processes) host and port are ignored."""
     runner = runner_for(app, access_log=access_log)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, reuse_address=True, backlog=512)
+        site: web.BaseSite
+        if sock is not None:
+            site = web.SockSite(runner, sock)
+        else:
+            site = web.TCPSite(runner, host, port, reuse_address=True, backlog=512)
         await site.start()
         bound_host, bound_port = runner.addresses[0][:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
