@@ -109,3 +109,34 @@ def test_fails_only_when_no_source_can_serve(tmp_path):
         with pytest.raises(NetworkError, match="503"):
             engine(range_retries=2).run([job(a.url("/w"), [b.url("/w")], dest)])
         assert not dest.exists()
+
+
+def test_a_mirror_listing_the_right_hash_but_serving_other_bytes_cannot_spoil_the_file(tmp_path):
+    from hubget.models import RepoRef
+    from hubget.sources.auto import fetch_auto
+    from tests.support.fakehub import FakeHfRepo
+
+    files = {"w.safetensors": DATA, "config.json": b"{}"}
+    with RangeServer() as hub, RangeServer() as liar:
+        FakeHfRepo(hub, "org/m", files).publish()
+        lying = FakeHfRepo(liar, "org/m", files).publish()
+        for offset in range(0, len(DATA), 128 * KiB):  # every range it serves carries a wrong byte
+            liar.fault(lying.resolve_path("w.safetensors"), Fault("corrupt", offset=offset))
+        sink = Messages()
+        plan, report = fetch_auto(
+            RepoRef("org/m"),
+            endpoint=hub.base,
+            token=False,
+            mirrors=[liar.base],
+            use_modelscope=False,
+            cache_dir=tmp_path,
+            progress=sink,
+            connections=4,
+            engine_options={"split_threshold": 1 * MiB, "min_chunk": 256 * KiB, "max_chunk": 512 * KiB},
+        )
+        blob = tmp_path / "models--org--m" / "blobs" / hashlib.sha256(DATA).hexdigest()
+        assert blob.read_bytes() == DATA
+        assert any("fetching the failed file(s) again from one source each" in line for line in sink.lines)
+        (weights,) = [f for f in report.files if f.path == "w.safetensors"]
+        assert weights.sources == {hub.base: len(DATA)}
+        assert liar.requests_for(lying.resolve_path("w.safetensors"))  # the liar was asked, and caught
