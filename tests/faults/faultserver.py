@@ -440,6 +440,17 @@ def gzip_bomb(expanded: int = 64 * 1024 * 1024) -> Step:
     return step
 
 
+def delayed(seconds: float, then: Step | None = None) -> Step:
+    """Say nothing for ``seconds``, then answer with ``then`` (a correct answer by default)."""
+
+    def step(conn: Conn, req: Request, blob: bytes) -> bool:
+        if conn.wait(seconds):
+            return False
+        return (then or serve())(conn, req, blob)
+
+    return step
+
+
 def never_answer() -> Step:
     """Read the request, then say nothing until the client gives up or the server stops."""
 
