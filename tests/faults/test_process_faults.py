@@ -37,7 +37,7 @@ REPO = "org/proc"
 WEIGHTS = os.urandom(3 * 1024 * 1024 + 5)
 FILES = {"config.json": b'{"b": 2}\n', "model.safetensors": WEIGHTS, "extra.bin": os.urandom(200_000)}
 W = "model.safetensors"
-RATE = 256 * 1024  # bytes/s per connection through the proxy: slow enough to stop mid-file
+RATE = 128 * 1024  # bytes/s per connection through the proxy: slow enough to stop mid-file
 
 
 @pytest.fixture
