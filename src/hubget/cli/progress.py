@@ -90,6 +90,7 @@ class LineProgress(ProgressSink):
         self.stream = stream or sys.stderr
         self.interval = interval
         self.lock = threading.Lock()
+        self.print_lock = threading.Lock()
         self.done_bytes = 0
         self.total_bytes: int | None = None
         self.sizes: dict[str, int | None] = {}
@@ -97,7 +98,10 @@ class LineProgress(ProgressSink):
         self.last = self.started
 
     def _print(self, text: str) -> None:
-        print(f"hubget: {text}", file=self.stream, flush=True)
+        # One write per line under a lock: worker threads must not interleave their lines.
+        with self.print_lock:
+            self.stream.write(f"hubget: {text}\n")
+            self.stream.flush()
 
     def begin(self, total_files: int, total_bytes: int | None) -> None:
         self.total_bytes = total_bytes
