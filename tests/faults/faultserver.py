@@ -107,6 +107,7 @@ class FaultServer:
         self.port: int = self._sock.getsockname()[1]
         self._conns: set[socket.socket] = set()
         self._next_id = 0
+        self._endless = 0
         self._thread = threading.Thread(target=self._accept, daemon=True)
 
     # -- setup --------------------------------------------------------------------------------
@@ -131,6 +132,15 @@ class FaultServer:
     def requests_for(self, path: str, method: str = "GET") -> list[Request]:
         with self.lock:
             return [r for r in self.requests if r.path == path and r.method == method]
+
+    def open_connections(self) -> int:
+        with self.lock:
+            return len(self._conns)
+
+    def endless_senders(self) -> int:
+        """``endless`` answers still sending (each stops when the client hangs up)."""
+        with self.lock:
+            return self._endless
 
     def start(self) -> FaultServer:
         self._thread.start()
@@ -400,12 +410,19 @@ def endless(limit: int = 1 << 30) -> Step:
         headers = _blob_headers(conn, req)
         headers["Connection"] = "close"
         conn.head(200, headers)
-        conn.send(blob)
-        junk = b"\xee" * CHUNK
-        sent = 0
-        while sent < limit and not conn.server.stopping.is_set():
-            conn.send(junk)
-            sent += len(junk)
+        server = conn.server
+        with server.lock:
+            server._endless += 1
+        try:
+            conn.send(blob)
+            junk = b"\xee" * CHUNK
+            sent = 0
+            while sent < limit and not server.stopping.is_set():
+                conn.send(junk)
+                sent += len(junk)
+        finally:
+            with server.lock:
+                server._endless -= 1
         return False
 
     return step
