@@ -93,6 +93,9 @@ def _job(layout: Layout, snapshot: Snapshot, file: RemoteFile) -> FileJob:
         label=file.path,
         mirrors=list(file.extra_urls),
         partial=_partial_path(layout, snapshot, file),
+        # A hub's resolve URL redirects to a freshly signed CDN URL on every request: when a
+        # signature expires mid-download (403/410 from the CDN), asking the hub again is the fix.
+        refresh=lambda job: (file.url, dict(file.headers)),
     )
 
 
