@@ -3,10 +3,10 @@ a verified parallel download into the Hugging Face cache, and huggingface_hub re
 
 from __future__ import annotations
 
-import asyncio
 import os
+import subprocess
+import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Annotated
@@ -19,32 +19,20 @@ from hubget.errors import HubgetError
 REPO_ID = "demo-org/demo-chat-7b"
 
 
-def _start_server(root: Path) -> tuple[str, threading.Thread, asyncio.AbstractEventLoop]:
-    from hubget.server.app import create_app, serve_forever
-
-    loop = asyncio.new_event_loop()
-    bound: list[str] = []
-    ready = threading.Event()
-    task: list[asyncio.Task[None]] = []
-
-    def on_bound(url: str) -> None:
-        bound.append(url)
-        ready.set()
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        task.append(loop.create_task(serve_forever(create_app(root), "127.0.0.1", 0, on_bound)))
-        try:
-            loop.run_until_complete(task[0])
-        except asyncio.CancelledError:
-            pass
-
-    thread = threading.Thread(target=run, name="hubget-demo-hub", daemon=True)
-    thread.start()
-    if not ready.wait(30):
-        raise HubgetError("the demo hub did not start")
-    loop._hubget_task = task[0]  # type: ignore[attr-defined]
-    return bound[0], thread, loop
+def _start_server(root: Path) -> tuple[str, subprocess.Popen[str]]:
+    """`hubget serve` in its own process (so the hub and the downloader don't share one GIL)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hubget", "serve", str(root), "--host", "127.0.0.1", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # the server prints its URL once it listens, or exits
+    marker = "listening on "
+    if marker not in line:
+        proc.kill()
+        raise HubgetError(f"the demo hub did not start (exit code {proc.wait()})")
+    return line.split(marker, 1)[1].strip(), proc
 
 
 def _warm_up(url: str) -> None:
@@ -54,9 +42,13 @@ def _warm_up(url: str) -> None:
     HttpClient().request("GET", f"{url}/api/models/{REPO_ID}/tree/main?recursive=true")
 
 
-def _stop_server(thread: threading.Thread, loop: asyncio.AbstractEventLoop) -> None:
-    loop.call_soon_threadsafe(loop._hubget_task.cancel)  # type: ignore[attr-defined]
-    thread.join(10)
+def _stop_server(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def demo(
@@ -86,17 +78,17 @@ def demo(
         if not repo.exists():
             print(f"generating {REPO_ID}: {shards} shard(s), {size_mb} MB in {repo}")
             make_llm_like_repo(repo, shards=shards, shard_bytes=max(1, size_mb * 1024 * 1024 // shards))
-        url, thread, loop = _start_server(hub_root)
-        print(f"local hub (hubget serve) at {url}; indexing (hashing) the repo once")
-        _warm_up(url)
+        url, server = _start_server(hub_root)
         cache = base / "hf-cache"
         progress = make_progress(quiet)
-        started = time.monotonic()
         try:
+            print(f"local hub (hubget serve) at {url}; indexing (hashing) the repo once", flush=True)
+            _warm_up(url)
+            started = time.monotonic()
             path = snapshot_download(REPO_ID, endpoint=url, cache_dir=cache, token=False, progress=progress)
         finally:
             progress.end()
-            _stop_server(thread, loop)
+            _stop_server(server)
         elapsed = max(time.monotonic() - started, 1e-6)
         files = [p for p in Path(path).rglob("*") if p.is_file()]
         total = sum(p.stat().st_size for p in files)
