@@ -131,6 +131,8 @@ class Engine:
             raise
         finally:
             saver_stop.set()
+            for task in tasks:  # a task left open by an abandoned run must not look like a live writer
+                task.release_owner()
             self.progress.end()
         if self._errors:
             raise self._errors[0]

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
+import secrets
+import socket
 import sys
 import threading
 import time
@@ -19,7 +22,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from hubget.errors import DiskError, IntegrityError
-from hubget.hashing import hash_file
 from hubget.transfer.http import DEFAULT_SENSITIVE, origin_of
 from hubget.transfer.jobs import FileJob
 from hubget.transfer.partial import PartialState, discard, load_state, save_state, state_path
@@ -28,6 +30,85 @@ from hubget.transfer.verify import PrefixHasher
 
 UNKNOWN_END = sys.maxsize  # end of a segment whose file size the hub did not give
 DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG}
+PARTIAL_SUFFIX = ".hubget-partial"
+# A writer on another machine (shared filesystem) counts as alive while its resume state is this fresh.
+REMOTE_OWNER_FRESH = 120.0
+
+_HOST = socket.gethostname()
+_HOST_TAG = hashlib.sha1(_HOST.encode()).hexdigest()[:8]
+_live_owners: set[str] = set()  # owner ids of the partial files this process has open
+_live_lock = threading.Lock()
+
+
+def _new_owner() -> str:
+    return f"{_HOST}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by another user
+    except OSError:
+        return True
+    try:  # a killed child not yet reaped by its parent is a zombie: it writes nothing any more
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[:1] != [b"Z"]
+    except OSError:
+        return True
+
+
+def owner_alive(owner: str, state_mtime: float) -> bool:
+    """Whether the writer ``owner`` ("host:pid:nonce") may still be writing its partial file.
+
+    Same machine: the process exists (and, for this process, the file is still open). Another
+    machine: its pids mean nothing here, so only a recently written resume state counts.
+    """
+    host, _, rest = owner.partition(":")
+    pid_text, _, _nonce = rest.partition(":")
+    if not pid_text.isdigit():
+        return False
+    if host != _HOST:
+        return time.time() - state_mtime < REMOTE_OWNER_FRESH
+    if int(pid_text) == os.getpid():
+        with _live_lock:
+            return owner in _live_owners
+    return _pid_alive(int(pid_text))
+
+
+def private_name(partial: Path, token: str) -> Path:
+    """A temp name only this writer uses, beside ``partial`` (``<base>.<token>.hubget-partial``)."""
+    name = partial.name
+    if name.endswith(PARTIAL_SUFFIX):
+        return partial.with_name(f"{name[: -len(PARTIAL_SUFFIX)]}.{token}{PARTIAL_SUFFIX}")
+    return partial.with_name(f"{name}.{token}")
+
+
+def _private_token() -> str:
+    return f"{_HOST_TAG}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def sweep_orphans(partial: Path) -> None:
+    """Remove private temp files of ``partial`` left by dead processes of this machine (SIGKILL)."""
+    probe = private_name(partial, "\0")
+    head, _, tail = probe.name.partition("\0")
+    try:
+        names = os.listdir(partial.parent)
+    except OSError:
+        return
+    for name in names:
+        if not (name.startswith(head) and name.endswith(tail)) or len(name) <= len(head) + len(tail):
+            continue
+        token = name[len(head) : len(name) - len(tail)] if tail else name[len(head) :]
+        host_tag, _, rest = token.partition("-")
+        pid_text, _, nonce = rest.partition("-")
+        if host_tag != _HOST_TAG or not pid_text.isdigit() or not nonce or "." in nonce:
+            continue
+        if int(pid_text) != os.getpid() and not _pid_alive(int(pid_text)):
+            with contextlib.suppress(OSError):
+                os.unlink(partial.parent / name)
 
 
 @dataclass(eq=False)
@@ -83,8 +164,10 @@ class FileTask:
         self.index = index
         self.label = job.label or job.dest.name
         self.size = job.size
-        self.partial = job.partial_path
+        self.partial = job.partial_path  # becomes a private name when another writer holds this one
         self.state_file = state_path(self.partial)
+        self.private = False  # writing under a name of our own: no resume state, removed on close
+        self.owner = _new_owner()
         self.fd: int | None = None
         self.done = IntervalSet()
         self.pending: list[Segment] = []
@@ -208,14 +291,33 @@ class FileTask:
         return (self.size or 0) if st.st_size == self.size else 0
 
     def open(self) -> None:
-        """Open (resume) or create the preallocated partial file."""
+        """Open (resume) or create the preallocated partial file.
+
+        The shared name (``partial``) is where the next run finds resume state. It is never taken
+        over nor deleted while its resume state names a writer that is still alive (a second
+        process on the same cache when file locks do not work): then this task writes under a
+        private name instead, and fetches the file anew. ``finalize`` never trusts the shared
+        name either way.
+        """
         job = self.job
         try:
             self.partial.parent.mkdir(parents=True, exist_ok=True)
             job.dest.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise disk_error(e, "cannot create the folder of", job.dest) from e
-        state = load_state(self.state_file) if self.can_resume() else None
+        with _live_lock:
+            _live_owners.add(self.owner)
+        if not self.can_resume():
+            self._create_private()  # nothing to resume later: a name of our own costs nothing
+            return
+        state = load_state(self.state_file)
+        if state is not None or os.path.lexists(self.partial):
+            sweep_orphans(self.partial)
+        if state is not None and state.owner and state.owner != self.owner:
+            with contextlib.suppress(OSError):
+                if owner_alive(state.owner, os.stat(self.state_file).st_mtime):
+                    self._create_private()
+                    return
         if state is not None and state.matches(job.expected_hash, job.hash_algo, self.size):
             with contextlib.suppress(OSError):
                 fd = os.open(self.partial, os.O_RDWR | os.O_NOFOLLOW)
@@ -229,11 +331,40 @@ class FileTask:
             try:
                 discard(self.partial)
                 self.fd = os.open(self.partial, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            except FileExistsError:
+                self._create_private()  # another writer created it just now
+                return
             except OSError as e:
                 raise disk_error(e, "cannot create", self.partial) from e
             if self.size:
                 self._preallocate(self.size)
+        self._claim()
         self.resumed_from = self.done.total()
+        self.dirty = 0
+
+    def _claim(self) -> None:
+        """Record this writer as the owner of the shared partial (no bytes named yet: no fsync)."""
+        with contextlib.suppress(OSError):
+            save_state(
+                self.state_file,
+                PartialState(
+                    self.job.expected_hash or "", self.job.hash_algo, self.size or 0, self.done, self.owner
+                ),
+                durable=False,
+            )
+
+    def _create_private(self) -> None:
+        self.partial = private_name(self.job.partial_path, _private_token())
+        self.state_file = state_path(self.partial)
+        self.private = True
+        self.done = IntervalSet()
+        try:
+            self.fd = os.open(self.partial, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        except OSError as e:
+            raise disk_error(e, "cannot create", self.partial) from e
+        if self.size:
+            self._preallocate(self.size)
+        self.resumed_from = 0
         self.dirty = 0
 
     def _preallocate(self, size: int) -> None:
@@ -288,7 +419,7 @@ class FileTask:
 
     def save(self, done: IntervalSet) -> None:
         """Persist ``done`` (a snapshot taken under the engine lock) after the data is on disk."""
-        if not self.can_resume():
+        if not self.can_resume() or self.private:
             return
         with self.save_lock:
             if self.fd is None:
@@ -298,7 +429,9 @@ class FileTask:
                 os.fdatasync(self.fd)
                 save_state(
                     self.state_file,
-                    PartialState(self.job.expected_hash or "", self.job.hash_algo, self.size or 0, done),
+                    PartialState(
+                        self.job.expected_hash or "", self.job.hash_algo, self.size or 0, done, self.owner
+                    ),
                 )
             except OSError as e:
                 if e.errno in DISK_ERRNOS:
@@ -306,16 +439,30 @@ class FileTask:
                 raise
 
     def close(self) -> None:
+        """Close the partial; a private one is removed (no later run can find it to resume)."""
         with self.save_lock:
             if self.fd is not None:
                 with contextlib.suppress(OSError):
                     os.close(self.fd)
                 self.fd = None
+                if self.private:
+                    with contextlib.suppress(OSError):
+                        os.unlink(self.partial)
+        self.release_owner()
+
+    def release_owner(self) -> None:
+        """This task writes no more (closed, or its engine run is over): its partial may be taken over."""
+        with _live_lock:
+            _live_owners.discard(self.owner)
 
     # -- finishing ------------------------------------------------------------------------
 
     def finalize(self, size_seen: int | None) -> None:
-        """Verify size and hash, then move the partial onto ``dest``; on a mismatch discard it."""
+        """Verify size and hash of the open descriptor, then put exactly those bytes at ``dest``.
+
+        Everything is read from the descriptor, never from the path: when locks do not work,
+        another process may have replaced the file at the shared temp path meanwhile.
+        """
         assert self.fd is not None
         job = self.job
         size = self.size if self.size is not None else size_seen or 0
@@ -323,32 +470,130 @@ class FileTask:
             os.ftruncate(self.fd, size)
         actual_size = os.fstat(self.fd).st_size
         if actual_size != size:
-            self.close()
-            discard(self.partial)
+            self._drop()
             raise IntegrityError(f"{self.label}: size {actual_size} on disk, expected {size}")
         if self.hasher.algo == "git-sha1" and self.hasher.hexdigest() is None:
-            digest = hash_file(self.partial, job.hash_algo)  # size was unknown up front
+            hasher = PrefixHasher(job.hash_algo, size)  # the size was unknown up front
+            hasher.catch_up(self.fd, size)
+            digest = hasher.hexdigest()
         else:
             self.hasher.catch_up(self.fd, size)
             digest = self.hasher.hexdigest()
         if job.expected_hash is not None and digest != job.expected_hash.lower():
-            self.close()
-            discard(self.partial)
+            self._drop()
             raise IntegrityError(
                 f"{self.label}: {job.hash_algo} mismatch (expected {job.expected_hash}, got {digest});"
                 " the downloaded data was discarded"
             )
         try:
             os.fsync(self.fd)
-            self.close()
-            os.replace(self.partial, job.dest)
+            placed = self._place(size)
         except OSError as e:
-            raise disk_error(e, "cannot move the verified file to", job.dest) from e
+            if not (e.errno == errno.ENOENT and self._dest_matches(size)):
+                raise disk_error(e, "cannot move the verified file to", job.dest) from e
+            placed = True  # our temp name vanished, yet another writer already put these bytes there
+        self._release_shared()
+        self.close()
+        if placed:
+            with contextlib.suppress(OSError):  # make the rename itself durable
+                dfd = os.open(job.dest.parent, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    os.fsync(dfd)
+                finally:
+                    os.close(dfd)
+
+    def _same_file(self, path: Path) -> bool:
+        """Whether ``path`` (not followed) is the very file our descriptor holds."""
+        assert self.fd is not None
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return False
+        mine = os.fstat(self.fd)
+        return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
+
+    def _place(self, size: int) -> bool:
+        """Rename the verified bytes onto ``dest``; returns True once they are there."""
+        assert self.fd is not None
+        dest = self.job.dest
+        if self.private:
+            os.replace(self.partial, dest)  # a name nobody else writes or deletes
+            return True
+        # The shared name may now be another writer's file. Give our inode a private name first,
+        # by descriptor (no window between checking and renaming), and rename that.
+        spare = private_name(self.job.partial_path, _private_token())
+        try:
+            os.link(f"/proc/self/fd/{self.fd}", spare, follow_symlinks=True)
+        except OSError:
+            if self._same_file(self.partial):
+                # No /proc or no hard links here: the shared name still holds our file.
+                os.replace(self.partial, dest)
+                return True
+            self._copy_to(spare, size)  # our file was unlinked by another writer: copy it out
+        try:
+            os.replace(spare, dest)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(spare)
+            raise
+        return True
+
+    def _copy_to(self, path: Path, size: int) -> None:
+        assert self.fd is not None
+        out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        try:
+            offset = 0
+            while offset < size:
+                n = os.copy_file_range(self.fd, out, size - offset, offset, offset)
+                if n <= 0:
+                    raise OSError(errno.EIO, f"short copy at {offset} of {size} bytes")
+                offset += n
+            os.fsync(out)
+        except BaseException:
+            os.close(out)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise
+        os.close(out)
+
+    def _dest_matches(self, size: int) -> bool:
+        """Whether ``dest`` already holds a regular file of the expected size and hash."""
+        dest = self.job.dest
+        try:
+            st = os.lstat(dest)
+        except OSError:
+            return False
+        if not os.path.isfile(dest) or os.path.islink(dest) or st.st_size != size:
+            return False
+        if self.job.expected_hash is None:
+            return False
+        try:
+            fd = os.open(dest, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return False
+        try:
+            hasher = PrefixHasher(self.job.hash_algo, size)
+            hasher.catch_up(fd, size)
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+        return hasher.hexdigest() == self.job.expected_hash.lower()
+
+    def _release_shared(self) -> None:
+        """Remove the shared partial and its state, but only while they are still ours."""
+        if self.private:
+            return
+        state = load_state(self.state_file)
+        if state is not None and state.owner not in ("", self.owner):
+            return  # another writer took the name over; its resume state stays
+        if self._same_file(self.partial):
+            with contextlib.suppress(OSError):
+                os.unlink(self.partial)
         with contextlib.suppress(OSError):
             self.state_file.unlink()
-        with contextlib.suppress(OSError):  # make the rename itself durable
-            dfd = os.open(job.dest.parent, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+
+    def _drop(self) -> None:
+        """Discard data that failed verification (ours only, never another writer's file)."""
+        self._release_shared()
+        self.close()

@@ -24,6 +24,9 @@ class PartialState:
     hash_algo: str
     size: int
     done: IntervalSet = field(default_factory=IntervalSet)
+    # Who writes the partial file ("host:pid:nonce"), so a second process never takes over or
+    # deletes a live writer's file when file locks do not work (see FileTask.open).
+    owner: str = ""
 
     def matches(self, expected_hash: str | None, hash_algo: str, size: int | None) -> bool:
         return (
@@ -51,18 +54,22 @@ def load_state(path: Path) -> PartialState | None:
             if not 0 <= start <= end <= size:
                 return None
             done.add(start, end)
-        return PartialState(str(raw["expected_hash"]), str(raw["hash_algo"]), size, done)
+        owner = raw.get("owner", "")
+        owner = owner if isinstance(owner, str) else ""
+        return PartialState(str(raw["expected_hash"]), str(raw["hash_algo"]), size, done, owner)
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def save_state(path: Path, state: PartialState) -> None:
+def save_state(path: Path, state: PartialState, *, durable: bool = True) -> None:
+    """Write ``state`` atomically; ``durable`` also fsyncs it (not needed for a record naming no bytes)."""
     payload = {
         "version": STATE_VERSION,
         "expected_hash": state.expected_hash,
         "hash_algo": state.hash_algo,
         "size": state.size,
         "done": [list(iv) for iv in state.done.as_list()],
+        "owner": state.owner,
     }
     tmp = path.with_name(path.name + ".tmp")
     data = json.dumps(payload).encode()
@@ -71,7 +78,8 @@ def save_state(path: Path, state: PartialState) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     try:
         os.write(fd, data)
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
