@@ -426,7 +426,12 @@ class Engine:
         finally:
             with self._cv:
                 self._responses.discard(resp)
-            resp.release()  # reuses the connection when the body was read to its end
+            # Keep the connection only after a body read to its end. After a failure or a stolen
+            # tail, close: reading the rest first would go at the pace of a failing server.
+            if resp.body_complete():
+                resp.release()
+            else:
+                resp.close()
 
     def _check_answer(self, task: FileTask, att: _Attempt, resp: Response, url: str, whole: bool) -> None:
         seg = att.seg

@@ -6,6 +6,7 @@ refused; retries are done by hand so that ``Retry-After`` is honoured with a cap
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import json
 import random
@@ -24,7 +25,7 @@ import urllib3
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 from urllib3.exceptions import LocationParseError, NameResolutionError, SSLError
 
-from hubget.errors import NetworkError, ProtocolError
+from hubget.errors import HubgetError, NetworkError, ProtocolError
 
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 RETRY_CODES = frozenset({429, 500, 502, 503, 504})
@@ -33,6 +34,10 @@ MAX_REDIRECTS = 10
 DEFAULT_SENSITIVE = frozenset({"authorization", "proxy-authorization", "cookie"})
 # Bodies read whole (API answers) are capped so a hostile server cannot exhaust memory.
 MAX_BODY = 256 * 1024 * 1024
+# A leftover body this small is read to its end (keeping the connection) when released, for at
+# most this long; a bigger or slower one costs a new connection instead.
+DRAIN_MAX = 65536
+DRAIN_SECONDS = 0.25
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -127,21 +132,44 @@ class Response:
         return fp is None or fp.isclosed()
 
     def release(self) -> None:
-        """Give the connection back to the pool if the body was read to its end, else close it."""
+        """Give the connection back to the pool if the body was read to its end, else close it.
+
+        A short leftover (a redirect's or a 503's body) is drained first, since that is cheaper
+        than a new connection, but only for a moment: a server that drips it gets closed instead.
+        """
         if self._released:
             return
-        self._released = True
         fp = getattr(self._raw, "_fp", None)
         remaining = getattr(fp, "length", None)
-        if fp is not None and not fp.isclosed() and remaining is not None and remaining <= 65536:
-            try:  # a short leftover (a redirect's body) is cheaper to drain than a new connection
-                fp.read(remaining)
-            except (OSError, HTTPException):
-                pass
+        if fp is not None and not fp.isclosed() and remaining is not None and remaining <= DRAIN_MAX:
+            self._drain(DRAIN_SECONDS)
+        self._released = True
         if self.body_complete():
             self._raw.release_conn()
         else:
             self.close()
+
+    def _drain(self, seconds: float) -> None:
+        conn = getattr(self._raw, "_connection", None)
+        sock = getattr(conn, "sock", None)
+        if sock is None:
+            return
+        deadline = time.monotonic() + seconds
+        scratch = bytearray(16384)
+        saved = sock.gettimeout()
+        try:
+            while not self.body_complete():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                sock.settimeout(left)
+                if self.readinto(scratch) == 0:
+                    return
+        except (OSError, HubgetError):
+            return  # readinto closed it; the connection is not reused
+        finally:
+            with contextlib.suppress(OSError):
+                sock.settimeout(saved)
 
     def abort(self) -> None:
         """Unblock a reader stuck in ``readinto`` from another thread, then drop the connection."""
