@@ -275,3 +275,15 @@ def test_gzip_bomb_refused(server, monkeypatch):
     client, _ = make_client()
     with pytest.raises(ProtocolError, match="expands beyond"):
         client.get_json(server.url("/bomb"))
+
+
+def test_dripped_api_answer_hits_the_body_deadline(server):
+    """Never silent for a whole read timeout, so only the deadline on the whole answer ends it."""
+    server.add("/slow.json", b'{"a": "' + b"x" * 200 + b'"}')
+    server.fault("/slow.json", Fault("drip", times=-1, seconds=0.02))
+    client, waits = make_client(read_timeout=1.0, body_timeout=0.5, retries=1)
+    with pytest.raises(NetworkError, match="timed out"):
+        client.get_json(server.url("/slow.json"))  # the drip alone would take 4 s
+    assert len(waits) == 1  # retried once, like any other network failure
+    assert client.body_timeout == 0.5
+    assert HttpClient(read_timeout=7).body_timeout == 14  # default: twice the read timeout

@@ -226,6 +226,7 @@ class HttpClient:
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
         retry_after_cap: float = 60.0,
+        body_timeout: float | None = None,
         sensitive_headers: Iterable[str] = DEFAULT_SENSITIVE,
         user_agent: str = USER_AGENT,
     ) -> None:
@@ -235,6 +236,9 @@ class HttpClient:
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.retry_after_cap = retry_after_cap
+        # The read timeout bounds silence only; a whole (non-stream) answer must also arrive
+        # within this many seconds, or a server sending a byte now and then holds us forever.
+        self.body_timeout = body_timeout if body_timeout is not None else 2 * read_timeout
         self.sensitive_headers = frozenset(h.lower() for h in sensitive_headers)
         self.user_agent = user_agent
         self.pool_maxsize = pool_maxsize
@@ -386,6 +390,7 @@ class HttpClient:
         stream: bool,
         read_timeout: float | None,
     ) -> Response:
+        started = time.monotonic()
         timeout = urllib3.Timeout(
             connect=self.connect_timeout, read=self.read_timeout if read_timeout is None else read_timeout
         )
@@ -410,7 +415,7 @@ class HttpClient:
         if stream:
             return Response(raw, url)
         try:
-            data = _read_body(raw, url)
+            data = _read_body(raw, url, started + self.body_timeout)
         except (Urllib3HTTPError, OSError, HTTPException) as e:
             raw.close()
             raise NetworkError(f"{host_of(url)}: connection failed while reading: {_describe(e)}") from e
@@ -430,8 +435,12 @@ def _check_scheme(url: str, came_from: str | None = None) -> None:
         raise RedirectRefused(f"refusing redirect from https to plain http ({came_from} -> {url})")
 
 
-def _read_body(raw: urllib3.BaseHTTPResponse, url: str) -> bytes:
-    """Read a whole (small) body with a size cap; undo gzip/deflate a server sent anyway, bounded."""
+def _read_body(raw: urllib3.BaseHTTPResponse, url: str, deadline: float) -> bytes:
+    """Read a whole (small) body with a size cap and a deadline (``time.monotonic()``); undo
+    gzip/deflate a server sent anyway, bounded.
+
+    Reads go one socket read at a time (``read1``): ``read(n)`` would wait for all ``n`` bytes,
+    so the deadline could not be checked while a server drips."""
     length = raw.headers.get("Content-Length")
     if length and length.isdigit() and int(length) > MAX_BODY:
         raw.close()
@@ -439,7 +448,10 @@ def _read_body(raw: urllib3.BaseHTTPResponse, url: str) -> bytes:
     chunks: list[bytes] = []
     total = 0
     while True:
-        chunk = raw.read(1024 * 1024, decode_content=False)
+        if time.monotonic() > deadline:
+            raw.close()
+            raise NetworkError(f"{host_of(url)}: timed out: the answer did not arrive in time (too slow)")
+        chunk = raw.read1(1024 * 1024, decode_content=False)
         if not chunk:
             break
         total += len(chunk)
