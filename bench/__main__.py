@@ -54,6 +54,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="add to the runs already in --out/benchmarks.json (e.g. one scenario at a time)",
     )
+    p.add_argument(
+        "--analysis",
+        type=Path,
+        default=None,
+        help="a markdown file (findings, profiles) inserted into the report after the targets",
+    )
     p.add_argument("--report-only", action="store_true", help="redraw the report from --out/benchmarks.json")
     args = p.parse_args(argv)
     for name in args.scenarios or []:
@@ -82,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     json_path = args.out / "benchmarks.json"
     if args.report_only:
         meta, records = load_records(json_path)
+        if args.analysis is not None:
+            meta["analysis"] = args.analysis.read_text()
+        if args.note:
+            meta["note"] = args.note
         write_report(args.out, records, meta)
         print(args.out / "benchmarks.md")
         return 0
@@ -95,13 +105,14 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": describe(),
         "note": args.note,
+        "analysis": args.analysis.read_text() if args.analysis else "",
     }
     records: list[RunRecord] = []
     if args.append and json_path.is_file():
         old_meta, records = load_records(json_path)
         if old_meta.get("scale") != args.scale:
             raise SystemExit(f"--append: {json_path} holds a {old_meta.get('scale')} run, not {args.scale}")
-        reps = {int(str(old_meta.get("repeat")))}
+        reps = {int(r) for r in str(old_meta.get("repeat")).split("/")}
         meta["repeat"] = "/".join(str(r) for r in sorted(reps | {args.repeat}))
         meta["note"] = " ".join(str(n) for n in (old_meta.get("note"), args.note) if n)
 
@@ -115,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         repeat=args.repeat,
         peers=peers,
         on_record=keep,
+        previous=list(records),
         log=lambda m: print(m, flush=True),
     )
     print(

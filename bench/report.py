@@ -76,7 +76,9 @@ def _num(x: float) -> str:
     return f"{x:,.0f}" if x >= 100 else f"{x:.1f}" if x >= 1 else f"{x:.2f}"
 
 
-def _fmt_ratio(x: float | None) -> str:
+def _fmt_ratio(x: float | None, peer: str = "") -> str:
+    if peer in BASELINE.values():
+        return "baseline"
     return f"{x:.2f}x" if x is not None else "-"
 
 
@@ -100,7 +102,8 @@ def scenario_table(name: str, sums: dict[str, Summary]) -> list[str]:
             s = files[peer]
             lines.append(
                 f"| {PEERS[peer].label} | {s.ok}/{s.runs} | {s.killed_at / MB:,.0f} | {s.fetched / MB:,.0f} "
-                f"| {s.wall:.2f} | {s.cpu:.2f} | {s.peak_rss / MB:.0f} | {_fmt_ratio(speedup(sums, peer))} |"
+                f"| {s.wall:.2f} | {s.cpu:.2f} | {s.peak_rss / MB:.0f} "
+                f"| {_fmt_ratio(speedup(sums, peer), peer)} |"
             )
     elif name == "git":
         lines += [
@@ -114,7 +117,7 @@ def scenario_table(name: str, sums: dict[str, Summary]) -> list[str]:
             lines.append(
                 f"| {PEERS[peer].label} | {s.ok}/{s.runs} | {wall} | {_num(s.mbps)} | {s.cpu:.2f} "
                 f"| {s.peak_rss / MB:.0f} | {_num(s.fetched / MB)} | {_num(s.disk / MB)} "
-                f"| {_fmt_ratio(speedup(sums, peer))} |"
+                f"| {_fmt_ratio(speedup(sums, peer), peer)} |"
             )
     else:
         lines += [
@@ -126,7 +129,8 @@ def scenario_table(name: str, sums: dict[str, Summary]) -> list[str]:
             wall = f"{s.wall:.2f}" if s.ok else "failed"
             lines.append(
                 f"| {PEERS[peer].label} | {s.ok}/{s.runs} | {wall} | {_num(s.mbps)} | {s.cpu:.2f} "
-                f"| {s.peak_rss / MB:.0f} | {_num(s.fetched / MB)} | {_fmt_ratio(speedup(sums, peer))} |"
+                f"| {s.peak_rss / MB:.0f} | {_num(s.fetched / MB)} "
+                f"| {_fmt_ratio(speedup(sums, peer), peer)} |"
             )
     failures = [(p, e) for p in _order(files) for e in files[p].errors if e]
     if failures:
@@ -201,10 +205,19 @@ def markdown(records: list[RunRecord], meta: dict[str, object], chart: str | Non
         value = "-" if t.value is None else (f"{t.value:.0f} MB" if t.unit == "MB" else f"{t.value:.2f}x")
         met = {True: "yes", False: "**no**", None: "-"}[t.met]
         lines.append(f"| {t.text} | {goal} | {value} | {met} |")
+    if meta.get("analysis"):
+        lines += ["", str(meta["analysis"]).strip()]
     lines += ["", "## Results", ""]
     for name in SCENARIOS:
         if name in all_sums:
             lines += scenario_table(name, all_sums[name])
+    loads = [r.loadavg for r in records if r.loadavg]
+    if loads:
+        lines += [
+            f"Load average (1 min) when the runs started: median {statistics.median(loads):.1f}, "
+            f"range {min(loads):.1f} to {max(loads):.1f}, on {os_cpus(machine)} cores.",
+            "",
+        ]
     lines += ["## Peers", "", "| peer | how it is run |", "|---|---|"]
     seen = {r.peer for r in records}
     lines += [f"| {PEERS[p].label} | {PEERS[p].describe} |" for p in _order(seen)]
@@ -212,6 +225,10 @@ def markdown(records: list[RunRecord], meta: dict[str, object], chart: str | Non
     lines += [f"| {k} | {v} |" for k, v in machine.items()]
     lines.append("")
     return "\n".join(lines)
+
+
+def os_cpus(machine: dict[str, str]) -> str:
+    return str(machine.get("cpu", "?")).split(" x ")[0]
 
 
 def chart(records: list[RunRecord], path: Path, title: str) -> None:
@@ -230,7 +247,7 @@ def chart(records: list[RunRecord], path: Path, title: str) -> None:
     flat = [ax for row in axes for ax in row]
     colour = {"hubget": "#d1495b", "hubget-ms": "#d1495b"}
 
-    def bars(ax, labels: list[str], values: list[float], peers: list[str], fmt: str, xlabel: str) -> None:  # type: ignore[no-untyped-def]
+    def bars(ax, labels: list[str], values: list[float], peers: list[str], unit: str, xlabel: str) -> None:  # type: ignore[no-untyped-def]
         y = range(len(labels))
         ax.barh(list(y), values, color=[colour.get(p, "#5b7aa8") for p in peers])
         ax.set_yticks(list(y), labels, fontsize=8)
@@ -239,7 +256,7 @@ def chart(records: list[RunRecord], path: Path, title: str) -> None:
         ax.tick_params(axis="x", labelsize=8)
         top = max(values) if values else 1
         for i, v in enumerate(values):
-            ax.text(v + top * 0.01, i, fmt.format(v), va="center", fontsize=7)
+            ax.text(v + top * 0.01, i, _num(v) + unit, va="center", fontsize=7)
         ax.set_xlim(0, top * 1.22 if top else 1)
 
     i = 0
@@ -248,14 +265,12 @@ def chart(records: list[RunRecord], path: Path, title: str) -> None:
         peers = _order(sums)
         labels = [PEERS[p].label + ("" if sums[p].ok else " (failed)") for p in peers]
         total = next(iter(sums.values())).total
-        bars(
-            flat[i],
-            labels,
-            [sums[p].mbps for p in peers],
-            peers,
-            "{:,.0f}",
-            "MB/s (median), higher is better",
-        )
+        if name == "small-files":  # latency-bound: files per second says more than MB/s
+            files = next(r.files for r in records if r.scenario == name)
+            rates = [files / sums[p].wall if sums[p].wall else 0.0 for p in peers]
+            bars(flat[i], labels, rates, peers, "", f"files/s (median, {files:,} files), higher is better")
+        else:
+            bars(flat[i], labels, [sums[p].mbps for p in peers], peers, "", "MB/s (median), higher is better")
         flat[i].set_title(f"{name}: {SCENARIOS[name].title}, {total / MB:,.0f} MB", fontsize=9)
         i += 1
     if has_resume:
@@ -266,7 +281,7 @@ def chart(records: list[RunRecord], path: Path, title: str) -> None:
             [PEERS[p].label for p in peers],
             [sums[p].fetched / MB for p in peers],
             peers,
-            "{:,.0f} MB",
+            " MB",
             "MB fetched again after a kill at 50%, lower is better",
         )
         flat[i].set_title("resume: bytes the rerun fetched", fontsize=9)
@@ -281,7 +296,7 @@ def chart(records: list[RunRecord], path: Path, title: str) -> None:
         [PEERS[p].label for p in peers],
         [rss[p] for p in peers],
         peers,
-        "{:,.0f} MB",
+        " MB",
         "peak RSS over all scenarios (MB), lower is better",
     )
     flat[i].set_title("memory", fontsize=9)

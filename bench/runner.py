@@ -73,6 +73,7 @@ class Bench:
         peers: list[str] | None,
         log: Callable[[str], None] = print,
         on_record: Callable[[RunRecord], None] | None = None,
+        previous: list[RunRecord] | None = None,
     ) -> None:
         self.scale = scale
         self.sizes = SCALES[scale]
@@ -83,6 +84,10 @@ class Bench:
         self.log = log
         self.on_record = on_record
         self.records: list[RunRecord] = []
+        # Runs appended to earlier ones continue their repetition count (and so the peer rotation).
+        self.first_rep: dict[str, int] = {}
+        for r in previous or []:
+            self.first_rep[r.scenario] = max(self.first_rep.get(r.scenario, 0), r.rep + 1)
 
     def peers_for(self, scenario: Scenario) -> list[str]:
         names = [p for p in scenario.peers if self.only_peers is None or p in self.only_peers]
@@ -114,7 +119,8 @@ class Bench:
             proxy = CappedProxy(server.url, self.sizes.cap_per_conn, self.work / "nginx")
             endpoint = proxy.url
         try:
-            for rep in range(self.repeat):
+            first = self.first_rep.get(sc.name, 0)
+            for rep in range(first, first + self.repeat):
                 for order, peer in enumerate(_rotate(peers, rep)):
                     rec = self._one(sc, repo, peer, rep, order, endpoint, server)
                     self.records.append(rec)

@@ -26,14 +26,12 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("small-files", "dataset of many small files", "small-files", ALL_HF + ALL_MS),
         Scenario(
             "capped",
-            "7B-chat-shaped repo (smaller shards), every connection capped",
+            "chat repo (smaller shards), capped connections",
             "chat-7b-capped",
             ALL_HF + ALL_MS,
             capped=True,
         ),
-        Scenario(
-            "git", "git clone of the capped scenario's repo (git-lfs)", "chat-7b-git", ("hubget-clone", "git")
-        ),
+        Scenario("git", "git clone of the smaller-shard chat repo", "chat-7b-git", ("hubget-clone", "git")),
         Scenario(
             "resume",
             "large file, killed at 50% then run again",
