@@ -224,3 +224,208 @@ def test_slow_reader_does_not_block_others(served, tmp_path):
     finally:
         for s in held:
             s.close()
+
+
+# -- connection limits: header deadline, keep-alive timeout, connection cap --------------------------
+
+HEADER_TIMEOUT = 1.0
+SHORT_KEEPALIVE = 2.0
+MAX_CONNECTIONS = 32
+# Far above the short timeouts: a connection still open after this was not closed by them.
+CLOSE_BOUND = 15.0
+# aiohttp's keep-alive timer also runs while a fresh connection waits for its first request, so the
+# header deadline is tested on a server whose keep-alive timeout is longer than CLOSE_BOUND.
+LONG_KEEPALIVE = 60.0
+
+
+@contextlib.contextmanager
+def _limited_server(root: Path, keepalive: float) -> Iterator[str]:
+    write_folder_repo(root / "models" / REPO, FILES)
+    limits = [
+        f"--header-timeout={HEADER_TIMEOUT}",
+        f"--keepalive-timeout={keepalive}",
+        f"--max-connections={MAX_CONNECTIONS}",
+    ]
+    with hub_server(root, extra_args=limits) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory) -> Iterator[str]:
+    """Header deadline 1 s, keep-alive 60 s, at most 32 connections."""
+    with _limited_server(tmp_path_factory.mktemp("guarded") / "root", LONG_KEEPALIVE) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def short_keepalive(tmp_path_factory) -> Iterator[str]:
+    """Header deadline 1 s, keep-alive 2 s."""
+    with _limited_server(tmp_path_factory.mktemp("short-keepalive") / "root", SHORT_KEEPALIVE) as url:
+        yield url
+
+
+def _closed_by_server(s: socket.socket) -> bool:
+    """Wait (at most CLOSE_BOUND) for the server to close ``s``; True when it did."""
+    s.settimeout(CLOSE_BOUND)
+    try:
+        while s.recv(65536):
+            pass
+    except TimeoutError:
+        return False
+    except OSError:
+        return True  # reset
+    return True
+
+
+HALF_SENT = {
+    "nothing": b"",
+    "half_request_line": b"GET /org/served/resolve/ma",
+    "half_headers": b"GET /org/served/resolve/main/config.json HTTP/1.1\r\nHost: x\r\nX-Slow: ",
+}
+
+
+@pytest.mark.parametrize("key", sorted(HALF_SENT))
+def test_half_sent_header_is_closed_after_the_header_deadline(guarded, key):
+    with socket.create_connection(_addr(guarded), timeout=5) as s:
+        s.sendall(HALF_SENT[key])
+        assert _closed_by_server(s)
+    _assert_alive(guarded)
+
+
+def test_dripped_header_is_closed_after_the_header_deadline(guarded):
+    """A byte every 0.1 s never completes the header; bytes arriving must not extend the deadline."""
+    with socket.create_connection(_addr(guarded), timeout=5) as s:
+        s.sendall(b"GET /org/served/resolve/main/config.json HTTP/1.1\r\nHost: x\r\nX-Drip: ")
+        s.setblocking(False)
+        closed = False
+        for _ in range(int(CLOSE_BOUND / 0.1)):
+            try:
+                if s.recv(65536) == b"":
+                    closed = True
+                    break
+            except BlockingIOError:
+                pass
+            except OSError:
+                closed = True
+                break
+            try:
+                s.send(b"x")
+            except OSError:
+                closed = True
+                break
+            time.sleep(0.1)
+        assert closed
+    _assert_alive(guarded)
+
+
+def _read_response(s: socket.socket) -> tuple[bytes, bytes]:
+    """One response with Content-Length from ``s``: (head, body)."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(65536)
+        assert chunk, buf
+        buf += chunk
+    head, _, body = buf.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        chunk = s.recv(65536)
+        assert chunk, len(body)
+        body += chunk
+    return head, body
+
+
+def test_idle_keepalive_connection_is_closed_after_the_keepalive_timeout(short_keepalive):
+    with socket.create_connection(_addr(short_keepalive), timeout=5) as s:
+        for _ in range(2):  # the connection is reused while requests keep coming
+            s.sendall(f"GET {_resolve('config.json')} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            head, body = _read_response(s)
+            assert _status(head) == 200 and body == FILES["config.json"]
+        assert _closed_by_server(s)
+
+
+def test_slow_reader_of_a_long_body_is_not_cut(short_keepalive):
+    """A download read slowly for longer than the header and keep-alive timeouts gets every byte."""
+    with socket.create_connection(_addr(short_keepalive), timeout=CLOSE_BOUND) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        s.sendall(f"GET {_resolve('model.safetensors')} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        started = time.monotonic()
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            buf += s.recv(65536)
+        head, _, body = buf.partition(b"\r\n\r\n")
+        while len(body) < len(BIG):
+            chunk = s.recv(64 * 1024)
+            assert chunk, f"cut after {len(body)} of {len(BIG)} bytes"
+            body += chunk
+            time.sleep(0.03)
+        # Not a speed check: it makes sure the read outlasted both timeouts, or the test proves nothing.
+        assert time.monotonic() - started > HEADER_TIMEOUT + SHORT_KEEPALIVE
+        assert _status(head) == 200 and body == BIG
+
+
+def test_many_slow_clients_past_the_cap_do_not_stop_a_download(guarded, tmp_path):
+    """Four times the connection cap of header-dripping clients, each reconnecting as soon as it is
+    closed: a normal download still gets verified bytes, and the server closed the slow ones."""
+    closed = [0]
+    lock = threading.Lock()
+
+    def open_slow() -> socket.socket | None:
+        try:
+            s = socket.create_connection(_addr(guarded), timeout=5)
+            s.sendall(b"GET /org/served/resolve/main/config.json HTTP/1.1\r\nHost: x\r\n")
+            s.setblocking(False)
+            return s
+        except OSError:
+            return None
+
+    def slow_clients(stop: threading.Event) -> None:
+        conns = [open_slow() for _ in range(MAX_CONNECTIONS)]
+        try:
+            while not stop.wait(0.1):
+                for i, s in enumerate(conns):
+                    alive = s is not None
+                    if s is not None:
+                        try:
+                            alive = s.recv(65536) != b""
+                        except BlockingIOError:
+                            with contextlib.suppress(OSError):
+                                s.send(b"y")
+                        except OSError:
+                            alive = False
+                    if not alive:
+                        if s is not None:
+                            s.close()
+                            with lock:
+                                closed[0] += 1
+                        conns[i] = open_slow()
+        finally:
+            for s in conns:
+                if s is not None:
+                    s.close()
+
+    _download_while(guarded, tmp_path, slow_clients)
+    assert closed[0] > 0
+
+
+def test_new_connection_gets_503_when_every_connection_is_busy(guarded):
+    """At the cap with every connection sending a body to a client that does not read, a new
+    client is told to come back (503 + Retry-After) instead of waiting unanswered."""
+    held: list[socket.socket] = []
+    try:
+        for _ in range(MAX_CONNECTIONS):
+            s = socket.create_connection(_addr(guarded), timeout=5)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.sendall(f"GET {_resolve('model.safetensors')} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            assert s.recv(16).startswith(b"HTTP/1.1 200")
+            held.append(s)
+        answer = _raw(guarded, f"GET {_resolve('config.json')} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert _status(answer) == 503, answer[:200]
+        assert b"Retry-After: 1" in answer
+    finally:
+        for s in held:
+            s.close()
+    _assert_alive(guarded)

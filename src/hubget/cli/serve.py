@@ -39,6 +39,23 @@ def serve(
             min=1, max=64, help="Processes sharing the port: sending files costs CPU, so use the cores."
         ),
     ] = 1,
+    header_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.1, help="Seconds a client has to send a request's headers; slower ones are closed."
+        ),
+    ] = 20.0,
+    keepalive_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds an idle connection is kept open between requests.")
+    ] = 75.0,
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Open connections per worker process; past it the longest-idle connection is closed, "
+            "or the new one gets 503 when all are busy.",
+        ),
+    ] = 1024,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every request on stderr.")] = False,
 ) -> None:
     """Serve model, dataset and space repos over the Hugging Face API (and git, ModelScope).
@@ -48,6 +65,7 @@ def serve(
     Prints "hubget serve: listening on http://HOST:PORT" once the port is open.
     """
     from hubget.server.app import create_app, read_token_file, serve_forever
+    from hubget.server.connections import ServerLimits
 
     if not root.is_dir():
         raise UsageError(f"{root} is not a folder")
@@ -65,6 +83,11 @@ def serve(
     if verbose:
         logging.getLogger("aiohttp.access").setLevel(logging.INFO)
 
+    limits = ServerLimits(
+        header_timeout=header_timeout, keepalive_timeout=keepalive_timeout, max_connections=max_connections
+    )
+    _raise_file_limit(max_connections)
+
     def announce(url: str) -> None:
         print(f"hubget serve: listening on {url}", flush=True)
 
@@ -73,7 +96,7 @@ def serve(
 
         async def main() -> None:
             task = asyncio.ensure_future(
-                serve_forever(app, host, port, on_bound, access_log=verbose, sock=sock)
+                serve_forever(app, host, port, on_bound, access_log=verbose, sock=sock, limits=limits)
             )
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -109,6 +132,23 @@ def serve(
         for pid in children:
             with contextlib.suppress(OSError):
                 os.waitpid(pid, 0)
+
+
+def _raise_file_limit(max_connections: int) -> None:
+    """Each connection may hold a socket, an open file and a git pipe: make room for the cap under
+    the soft descriptor limit (up to the hard limit), as servers do at start."""
+    import resource
+
+    wanted = 3 * max_connections + 64
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        if new < wanted:
+            logging.getLogger("hubget.serve").warning(
+                "open-file limit %d is low for --max-connections %d", new, max_connections
+            )
 
 
 def _family(host: str) -> socket.AddressFamily:

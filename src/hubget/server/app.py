@@ -19,6 +19,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from hubget.server.connections import GuardedAppRunner, ServerLimits
 from hubget.server.store import Store
 
 STORE_KEY: web.AppKey[Store] = web.AppKey("hubget_store", Store)
@@ -33,11 +34,11 @@ ROUTE_MODULES: tuple[str, ...] = (
 )
 DEFAULT_PAGE_SIZE = 1000
 
-# Limits against abusive clients: header sizes, idle keep-alive connections, request bodies.
+# Limits against abusive clients: header sizes and request bodies (time limits and the connection cap
+# are in ``ServerLimits``).
 MAX_LINE_SIZE = 8190
 MAX_FIELD_SIZE = 8190
 MAX_HEADERS = 100
-KEEPALIVE_TIMEOUT = 75.0
 MAX_REQUEST_BODY = 16 * 1024 * 1024
 
 log = logging.getLogger("hubget.serve")
@@ -122,15 +123,16 @@ def create_app(
     return app
 
 
-def runner_for(app: web.Application, *, access_log: bool = False) -> web.AppRunner:
-    return web.AppRunner(
+def runner_for(
+    app: web.Application, *, access_log: bool = False, limits: ServerLimits | None = None
+) -> web.AppRunner:
+    return GuardedAppRunner(
         app,
+        limits=limits or ServerLimits(),
         access_log=logging.getLogger("aiohttp.access") if access_log else None,
-        keepalive_timeout=KEEPALIVE_TIMEOUT,
         max_line_size=MAX_LINE_SIZE,
         max_field_size=MAX_FIELD_SIZE,
         max_headers=MAX_HEADERS,
-        handler_cancellation=True,
     )
 
 
@@ -142,10 +144,11 @@ async def serve_forever(
     *,
     access_log: bool = False,
     sock: socket.socket | None = None,
+    limits: ServerLimits | None = None,
 ) -> None:
     """Serve until cancelled. ``on_bound`` gets the base URL once the socket listens (port 0 allowed).
     With ``sock`` (a listening socket shared by several worker processes) host and port are ignored."""
-    runner = runner_for(app, access_log=access_log)
+    runner = runner_for(app, access_log=access_log, limits=limits)
     await runner.setup()
     try:
         site: web.BaseSite
