@@ -1,9 +1,9 @@
 """hubget: get pretrained model weights onto disk, fast, resumable and verified.
 
-    import hubget
-    path = hubget.snapshot_download("internlm/internlm2-chat-7b", local_dir="./internlm2-chat-7b")
-    path = hubget.snapshot_download("Shanghai_AI_Laboratory/internlm2-chat-7b", source="modelscope")
-    model = hubget.from_pretrained(AutoModelForCausalLM, "internlm/internlm2-chat-7b", trust_remote_code=True)
+import hubget
+path = hubget.snapshot_download("internlm/internlm2-chat-7b", local_dir="./internlm2-chat-7b")
+path = hubget.snapshot_download("Shanghai_AI_Laboratory/internlm2-chat-7b", source="modelscope")
+model = hubget.from_pretrained(AutoModelForCausalLM, "internlm/internlm2-chat-7b", trust_remote_code=True)
 """
 
 from __future__ import annotations
