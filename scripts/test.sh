@@ -31,6 +31,11 @@ fi
 export HUBGET_TEST_HF026_PYTHON="$HF026"
 
 export HF_HUB_DISABLE_TELEMETRY=1 DO_NOT_TRACK=1
-ruff check src tests bench
-ruff format --check src tests bench
+lint=0
+ruff check src tests bench || lint=1
+ruff format --check src tests bench || lint=1
 $PY -m pytest -q tests "$@"
+if [ "$lint" != 0 ]; then
+    echo "ruff found problems (see above)" >&2
+    exit 1
+fi
