@@ -55,6 +55,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="add to the runs already in --out/benchmarks.json (e.g. one scenario at a time)",
     )
     p.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="the raw results JSON (default: --out/benchmarks.json)",
+    )
+    p.add_argument(
         "--analysis",
         type=Path,
         default=None,
@@ -85,13 +91,14 @@ def _stop_on_sigterm(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     args = parse(argv)
-    json_path = args.out / "benchmarks.json"
+    json_path = args.results or args.out / "benchmarks.json"
     if args.report_only:
         meta, records = load_records(json_path)
         if args.analysis is not None:
             meta["analysis"] = args.analysis.read_text()
         if args.note:
             meta["note"] = args.note
+        meta["results_file"] = str(json_path)
         write_report(args.out, records, meta)
         print(args.out / "benchmarks.md")
         return 0
@@ -115,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         reps = {int(r) for r in str(old_meta.get("repeat")).split("/")}
         meta["repeat"] = "/".join(str(r) for r in sorted(reps | {args.repeat}))
         meta["note"] = " ".join(str(n) for n in (old_meta.get("note"), args.note) if n)
+        meta["date"] = str(old_meta.get("date", "")).split(" to ")[0] + " to " + str(meta["date"])
 
     def keep(rec: RunRecord) -> None:
         records.append(rec)

@@ -191,6 +191,8 @@ def markdown(records: list[RunRecord], meta: dict[str, object], chart: str | Non
         "Reproduce: `python -m bench --scale full --repeat 3 --out docs` (`--help` for scenarios and peers).",
         "",
     ]
+    if meta.get("results_file"):
+        lines += [f"Raw results of every run: `{meta['results_file']}`.", ""]
     if chart:
         lines += [f"![benchmark chart]({chart})", ""]
     lines += [
@@ -245,7 +247,7 @@ def chart(records: list[RunRecord], path: Path, title: str) -> None:
     rows = (count + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, 2.9 * rows), squeeze=False)
     flat = [ax for row in axes for ax in row]
-    colour = {"hubget": "#d1495b", "hubget-ms": "#d1495b"}
+    colour = {p: "#d1495b" for p in PEERS if p.startswith("hubget")}
 
     def bars(ax, labels: list[str], values: list[float], peers: list[str], unit: str, xlabel: str) -> None:  # type: ignore[no-untyped-def]
         y = range(len(labels))
