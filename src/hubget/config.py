@@ -91,3 +91,67 @@ def probe_timeout() -> float:
         return max(0.1, float(_env("HUBGET_PROBE_TIMEOUT") or 6.0))
     except ValueError:
         return 6.0
+
+
+# -- network knobs (the defaults of HttpClient and Engine; keyword arguments override them) ------
+
+
+def _number(name: str, default: float, minimum: float) -> float:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value >= minimum:  # also catches nan
+        from hubget.errors import UsageError
+
+        raise UsageError(f"{name}={raw!r}: expected a number >= {minimum:g}")
+    return value
+
+
+def connect_timeout() -> float:
+    """Seconds to wait for a TCP (and TLS) connection."""
+    return _number("HUBGET_CONNECT_TIMEOUT", 10.0, 0.001)
+
+
+def read_timeout() -> float:
+    """Seconds of silence after which a request is given up (file bodies: the stall timeout)."""
+    return _number("HUBGET_READ_TIMEOUT", 60.0, 0.001)
+
+
+def body_timeout() -> float | None:
+    """Seconds a whole API answer may take; None: twice the read timeout."""
+    if _env("HUBGET_BODY_TIMEOUT") is None:
+        return None
+    return _number("HUBGET_BODY_TIMEOUT", 0.0, 0.001)
+
+
+def retries() -> int:
+    """Retries of a request after a connection error, 5xx or 429."""
+    return int(_number("HUBGET_RETRIES", 5, 0))
+
+
+def retry_after_cap() -> float:
+    """The longest wait a server's Retry-After can impose, in seconds."""
+    return _number("HUBGET_RETRY_AFTER_CAP", 60.0, 0)
+
+
+def stall_timeout() -> float:
+    """Seconds a file body may be silent, and the window over which ``min_speed`` is measured."""
+    return _number("HUBGET_STALL_TIMEOUT", 30.0, 0.001)
+
+
+def min_speed() -> int:
+    """Bytes per second below which a connection counts as stalled (over ``stall_timeout``)."""
+    return int(_number("HUBGET_MIN_SPEED", 1024, 0))
+
+
+def ca_bundle() -> str | None:
+    """CA certificates to trust: HUBGET_CA_BUNDLE, else REQUESTS_CA_BUNDLE; None leaves the system
+    store (which OpenSSL lets SSL_CERT_FILE / SSL_CERT_DIR replace)."""
+    for name in ("HUBGET_CA_BUNDLE", "REQUESTS_CA_BUNDLE"):
+        if path := _env(name):
+            return str(Path(path).expanduser())
+    return None

@@ -10,7 +10,7 @@ import pytest
 from hubget.transfer.engine import Engine
 from hubget.transfer.http import HttpClient
 from tests.faults.faultserver import FaultServer
-from tests.faults.harness import ENGINE_KNOBS, HTTP_KNOBS
+from tests.faults.harness import ENGINE_KNOBS, ENV_KNOBS, HTTP_KNOBS
 
 
 @pytest.fixture
@@ -34,6 +34,8 @@ def fast(monkeypatch: pytest.MonkeyPatch) -> None:
         for name, value in knobs.items():
             assert name in defaults, f"{cls.__name__} has no knob {name}"
             monkeypatch.setitem(defaults, name, value)
+    for name, value in ENV_KNOBS.items():
+        monkeypatch.setenv(name, value)
     for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_ENDPOINT", "HF_HUB_OFFLINE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")

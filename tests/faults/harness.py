@@ -16,19 +16,22 @@ from hubget.hashing import hash_file
 RUNNER = str(Path(__file__).with_name("run_hubget.py"))
 ROOT = str(Path(__file__).resolve().parents[2])
 
-# Give up fast: every wait in these tests is bounded by these numbers.
+# Give up fast: every wait in these tests is bounded by these numbers. The knobs a user has too
+# are set through the environment (see hubget.config); the rest as HttpClient / Engine defaults.
+ENV_KNOBS: dict[str, str] = {
+    "HUBGET_CONNECT_TIMEOUT": "2",
+    "HUBGET_READ_TIMEOUT": "2",
+    "HUBGET_RETRIES": "2",
+    "HUBGET_RETRY_AFTER_CAP": "1",
+    "HUBGET_STALL_TIMEOUT": "1",
+    "HUBGET_MIN_SPEED": str(16 * 1024),
+}
 HTTP_KNOBS: dict[str, Any] = {
-    "connect_timeout": 2.0,
-    "read_timeout": 2.0,
-    "retries": 2,
     "backoff_base": 0.01,
     "backoff_max": 0.05,
-    "retry_after_cap": 1.0,
 }
 # Ranges even for small files, so range faults are exercised with a few hundred KB.
 ENGINE_KNOBS: dict[str, Any] = {
-    "stall_timeout": 1.0,
-    "min_speed": 16 * 1024,
     "split_threshold": 256 * 1024,
     "min_chunk": 128 * 1024,
     "max_chunk": 256 * 1024,
@@ -42,9 +45,20 @@ BASE_ENV = {"HF_HUB_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1", "HF_HUB_DISABL
 
 def env_for(extra: dict[str, str] | None = None, knobs: dict[str, Any] | None = None) -> dict[str, str]:
     env = {**os.environ, **BASE_ENV, **(extra or {})}
-    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_ENDPOINT", "HF_HUB_OFFLINE"):
+    for name in (
+        "HF_TOKEN",
+        "HUGGING_FACE_HUB_TOKEN",
+        "HF_ENDPOINT",
+        "HF_HUB_OFFLINE",
+        "HUBGET_CA_BUNDLE",  # these two win over SSL_CERT_FILE, which the TLS tests set
+        "REQUESTS_CA_BUNDLE",
+    ):
         if name not in (extra or {}):
             env.pop(name, None)
+    for name in ENV_KNOBS:  # knobs=... (e.g. {}) means exactly those: no small timeouts either
+        env.pop(name, None)
+    if knobs is None:
+        env.update(ENV_KNOBS)
     env["HUBGET_FAULT_KNOBS"] = json.dumps(KNOBS if knobs is None else knobs)
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     env["HF_HOME"] = env.get("HF_HOME_FOR_TESTS", "/nonexistent-hf-home")

@@ -1,8 +1,9 @@
 """Run the hubget CLI with test knobs applied first (used by the fault tests as a subprocess).
 
 HUBGET_FAULT_KNOBS: JSON ``{"http": {...}, "engine": {...}}`` of HttpClient and Engine keyword
-defaults (small timeouts, few retries, small range chunks) so that every client and engine the CLI
-builds gives up within the test's budget and splits even small files into ranges.
+defaults that have no environment variable (short backoff, small range chunks), so that every
+client and engine the CLI builds splits even small files into ranges and waits little between
+tries. Timeouts and retries come from the environment (HUBGET_READ_TIMEOUT, ... see hubget.config).
 HUBGET_FAULT_NO_FLOCK=1: make ``fcntl.flock`` a no-op, as on a network filesystem whose locks do
 not work across machines; every process then "holds" every lock at once.
 """

@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from hubget.errors import AuthError, DiskError, IntegrityError, NotFoundError, ProtocolError
+from hubget.errors import (
+    AuthError,
+    DiskError,
+    IntegrityError,
+    NetworkError,
+    NotFoundError,
+    ProtocolError,
+    UsageError,
+)
 from hubget.hashing import git_blob_sha1
 from hubget.transfer import filetask
 from hubget.transfer.engine import Engine
@@ -481,3 +489,28 @@ def test_keyboard_interrupt_persists_state_and_reraises(server, tmp_path):
     server.clear_faults()
     (result,) = small_engine().run([job(server, "/k", data, dest)])
     assert dest.read_bytes() == data and result.resumed_from == 4 * 128 * KiB
+
+
+def test_stall_knobs_from_the_environment(monkeypatch):
+    monkeypatch.setenv("HUBGET_STALL_TIMEOUT", "4")
+    monkeypatch.setenv("HUBGET_MIN_SPEED", "2048")
+    engine = Engine()
+    assert (engine.stall_timeout, engine.min_speed) == (4.0, 2048)
+    assert engine.client.read_timeout == 4.0  # the engine's own client: silence means a stall
+    assert Engine(stall_timeout=9, min_speed=0).stall_timeout == 9  # keywords win
+    monkeypatch.setenv("HUBGET_MIN_SPEED", "fast")
+    with pytest.raises(UsageError, match="HUBGET_MIN_SPEED"):
+        Engine()
+
+
+def test_env_min_speed_fails_a_dripping_server(server, tmp_path, monkeypatch):
+    """HUBGET_STALL_TIMEOUT / HUBGET_MIN_SPEED reach an engine built with defaults."""
+    monkeypatch.setenv("HUBGET_STALL_TIMEOUT", "0.5")
+    monkeypatch.setenv("HUBGET_MIN_SPEED", str(64 * KiB))
+    data = blob(200 * KiB)
+    server.add("/slow", data)
+    server.fault("/slow", Fault("drip", times=-1, seconds=0.002))
+    client = HttpClient(retries=0, backoff_base=0.01)
+    with pytest.raises(NetworkError, match="stalling"):
+        Engine(client, range_retries=1).run([job(server, "/slow", data, tmp_path / "slow")])
+    assert not (tmp_path / "slow").exists()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hubget.errors import NetworkError, ProtocolError
+from hubget.errors import NetworkError, ProtocolError, UsageError
 from hubget.transfer.http import HttpClient, parse_retry_after
 from tests.support.rangeserver import Fault, RangeServer, make_self_signed
 
@@ -287,3 +287,50 @@ def test_dripped_api_answer_hits_the_body_deadline(server):
     assert len(waits) == 1  # retried once, like any other network failure
     assert client.body_timeout == 0.5
     assert HttpClient(read_timeout=7).body_timeout == 14  # default: twice the read timeout
+
+
+def test_knobs_from_the_environment(monkeypatch, tmp_path: Path):
+    monkeypatch.setenv("HUBGET_CONNECT_TIMEOUT", "3.5")
+    monkeypatch.setenv("HUBGET_READ_TIMEOUT", "7")
+    monkeypatch.setenv("HUBGET_RETRIES", "1")
+    monkeypatch.setenv("HUBGET_RETRY_AFTER_CAP", "2")
+    client = HttpClient()
+    assert (client.connect_timeout, client.read_timeout, client.retries) == (3.5, 7.0, 1)
+    assert client.backoff(0, retry_after=3600) == 2.0  # the cap
+    assert client.body_timeout == 14.0
+    # keyword arguments still win over the environment
+    assert HttpClient(read_timeout=1, retries=4).retries == 4
+    monkeypatch.setenv("HUBGET_RETRIES", "many")
+    with pytest.raises(UsageError, match="HUBGET_RETRIES"):
+        HttpClient()
+    monkeypatch.setenv("HUBGET_RETRIES", "-1")
+    with pytest.raises(UsageError, match="HUBGET_RETRIES"):
+        HttpClient()
+
+
+def test_env_retries_bound_a_503_storm(server, monkeypatch):
+    monkeypatch.setenv("HUBGET_RETRIES", "1")
+    server.add("/a", b"x")
+    server.fault("/a", Fault("status", times=-1, status=503))
+    client, waits = make_client()
+    assert client.request("GET", server.url("/a")).status == 503
+    assert len(server.requests_for("/a")) == 2 and len(waits) == 1
+
+
+@pytest.mark.parametrize("variable", ["HUBGET_CA_BUNDLE", "REQUESTS_CA_BUNDLE"])
+def test_ca_bundle_from_the_environment(tmp_path: Path, monkeypatch, variable):
+    cert, key = make_self_signed(tmp_path)
+    with RangeServer(certfile=cert, keyfile=key) as tls:
+        tls.add("/a", b"secure")
+        for name in ("HUBGET_CA_BUNDLE", "REQUESTS_CA_BUNDLE"):
+            monkeypatch.delenv(name, raising=False)
+        with pytest.raises(NetworkError, match="certificate"):
+            make_client(retries=0)[0].request("GET", tls.url("/a"))
+        monkeypatch.setenv(variable, str(cert))
+        if variable == "REQUESTS_CA_BUNDLE":
+            monkeypatch.setenv("HUBGET_CA_BUNDLE", "")  # empty counts as unset
+        assert make_client(retries=0)[0].request("GET", tls.url("/a")).data == b"secure"
+        monkeypatch.setenv("HUBGET_CA_BUNDLE", str(tmp_path / "missing.pem"))
+        if variable == "HUBGET_CA_BUNDLE":
+            with pytest.raises(NetworkError):  # HUBGET_CA_BUNDLE wins over the others
+                make_client(retries=0)[0].request("GET", tls.url("/a"))

@@ -18,6 +18,7 @@ import time
 from collections import deque
 from pathlib import Path
 
+from hubget import config
 from hubget.errors import (
     AuthError,
     DiskError,
@@ -69,8 +70,8 @@ class Engine:
         connections: int = 8,
         progress: ProgressSink | None = None,
         max_connections: int | None = None,
-        stall_timeout: float = 30.0,
-        min_speed: int = 1024,
+        stall_timeout: float | None = None,
+        min_speed: int | None = None,
         split_threshold: int = 32 * MiB,
         min_chunk: int = 8 * MiB,
         max_chunk: int = 64 * MiB,
@@ -83,10 +84,11 @@ class Engine:
         self.max_workers = max(1, max_workers)
         self.connections = max(1, connections)
         self.max_connections = max_connections or max(self.max_workers, self.connections) + self.connections
-        self.client = client or HttpClient(read_timeout=stall_timeout, pool_maxsize=self.max_connections)
+        # None: from the environment (HUBGET_STALL_TIMEOUT, HUBGET_MIN_SPEED; see hubget.config).
+        self.stall_timeout = config.stall_timeout() if stall_timeout is None else stall_timeout
+        self.min_speed = config.min_speed() if min_speed is None else min_speed
+        self.client = client or HttpClient(read_timeout=self.stall_timeout, pool_maxsize=self.max_connections)
         self.progress = progress or ProgressSink()
-        self.stall_timeout = stall_timeout
-        self.min_speed = min_speed
         self.split_threshold = split_threshold
         self.min_chunk = min_chunk
         self.max_chunk = max(min_chunk, max_chunk)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import json
+import os
 import random
 import socket
 import ssl
@@ -25,6 +26,7 @@ import urllib3
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 from urllib3.exceptions import LocationParseError, NameResolutionError, SSLError
 
+from hubget import config
 from hubget.errors import HubgetError, NetworkError, ProtocolError
 
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
@@ -218,27 +220,30 @@ class HttpClient:
     def __init__(
         self,
         *,
-        connect_timeout: float = 10,
-        read_timeout: float = 60,
-        retries: int = 5,
+        connect_timeout: float | None = None,
+        read_timeout: float | None = None,
+        retries: int | None = None,
         ca_bundle: str | None = None,
         pool_maxsize: int = 32,
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
-        retry_after_cap: float = 60.0,
+        retry_after_cap: float | None = None,
         body_timeout: float | None = None,
         sensitive_headers: Iterable[str] = DEFAULT_SENSITIVE,
         user_agent: str = USER_AGENT,
     ) -> None:
-        self.connect_timeout = connect_timeout
-        self.read_timeout = read_timeout
-        self.retries = retries
+        # None: the value from the environment (hubget.config: HUBGET_CONNECT_TIMEOUT, ...).
+        self.connect_timeout = config.connect_timeout() if connect_timeout is None else connect_timeout
+        self.read_timeout = config.read_timeout() if read_timeout is None else read_timeout
+        self.retries = config.retries() if retries is None else retries
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
-        self.retry_after_cap = retry_after_cap
+        self.retry_after_cap = config.retry_after_cap() if retry_after_cap is None else retry_after_cap
         # The read timeout bounds silence only; a whole (non-stream) answer must also arrive
         # within this many seconds, or a server sending a byte now and then holds us forever.
-        self.body_timeout = body_timeout if body_timeout is not None else 2 * read_timeout
+        if body_timeout is None:
+            body_timeout = config.body_timeout()
+        self.body_timeout = body_timeout if body_timeout is not None else 2 * self.read_timeout
         self.sensitive_headers = frozenset(h.lower() for h in sensitive_headers)
         self.user_agent = user_agent
         self.pool_maxsize = pool_maxsize
@@ -248,8 +253,12 @@ class HttpClient:
             "block": False,
             "cert_reqs": "CERT_REQUIRED",
         }
-        if ca_bundle:
+        ca_bundle = ca_bundle or config.ca_bundle()
+        if ca_bundle and os.path.isdir(ca_bundle):
+            self._pool_kw["ca_cert_dir"] = ca_bundle  # a c_rehash'ed folder, as REQUESTS_CA_BUNDLE may be
+        elif ca_bundle:
             self._pool_kw["ca_certs"] = ca_bundle
+        self.ca_bundle = ca_bundle
         self._direct = urllib3.PoolManager(**self._pool_kw)
         self._proxies: dict[str, urllib3.ProxyManager] = {}
         self._lock = threading.Lock()
