@@ -440,7 +440,7 @@ class Engine:
         host = host_of(resp.url)
         status = resp.status
         if status in (403, 410):
-            self._refresh(task, url, status, host)
+            self._refresh(task, url, resp.url, status, host)
         if status == 401 or status == 403:
             raise _Fatal(AuthError(f"{task.label}: HTTP {status} from {host} (not authorised)"))
         if status == 404:
@@ -484,8 +484,12 @@ class Engine:
                 task.pending.append(Segment(last + 1, seg.end))
                 seg.end = last + 1
 
-    def _refresh(self, task: FileTask, url: str, status: int, host: str) -> None:
-        """A signed URL expired (403/410): ask the job for a fresh one, once per file."""
+    def _refresh(self, task: FileTask, url: str, answered: str, status: int, host: str) -> None:
+        """A signed URL expired (403/410): ask the job for a fresh one, once per file.
+
+        ``answered`` is the URL that gave the status (after redirects). When the fresh URL is
+        the one asked and it answered itself, without a redirect, asking again would get the
+        same refusal: the status stands."""
         with task.refresh_lock:
             if url != task.urls[0]:
                 if url in task.urls[1:]:
@@ -495,7 +499,7 @@ class Engine:
                 return  # the caller reports the status as an auth failure
             task.refreshed = True
             fresh = task.job.refresh(task.job)
-            if fresh is None:
+            if fresh is None or (fresh[0] == url and answered == url):
                 return
             task.urls[0], task.headers = fresh[0], dict(fresh[1])
             self.progress.message(f"{task.label}: download URL expired (HTTP {status}); got a fresh one")
