@@ -108,3 +108,75 @@ def test_serve_an_hf_cache(hub_url: str, hub_repos: HubRepos, tmp_path: Path):
     v1 = hub_repos.git_commits["v1.0"]
     assert first["git"] == [v1, hashes(hub_repos.git_files[v1])]
     assert first["ds"][1] == hashes(hub_repos.dataset)
+
+
+def test_listing_hashes_reach_other_processes_without_waiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Hashes are written in batches; a listing ends with a write, so another server process (a new
+    Store on the same root, the first one still open) does not hash the files again."""
+    files = {f"d{i % 3}/f{i}.txt": os.urandom(100 + i) for i in range(40)}
+    write_folder_repo(tmp_path / "models/org/r", files)
+    monkeypatch.setattr(hashcache, "FLUSH_ROWS", 10_000)
+    monkeypatch.setattr(hashcache, "FLUSH_SECONDS", 3600.0)
+    calls: list[str] = []
+    real = hashcache._hash_file
+
+    def counting(path: Path, algo: str, size: int) -> str:
+        calls.append(algo)
+        return real(path, algo, size)
+
+    monkeypatch.setattr(hashcache, "_hash_file", counting)
+    first = Store(tmp_path)
+    commit = first.find("model", "org/r").resolve()
+    assert len(calls) == len(files)
+    calls.clear()
+    other = Store(tmp_path)
+    repo = other.find("model", "org/r")
+    assert repo.resolve() == commit
+    assert calls == []
+    assert {e.path: e.git_sha1 for e in repo.list_files(commit)} == {
+        p: git_blob_sha1(b) for p, b in files.items()
+    }
+    first.close()
+    other.close()
+
+
+def test_open_file_in_an_hf_cache_agrees_with_the_listing(tmp_path: Path):
+    """HfCacheRepo finds one file without walking the snapshot: same entries and bytes as the
+    listing, and the same refusals (missing blob, linked folder, path leaving the snapshot)."""
+    cache = tmp_path / "hub"
+    repo_dir = cache / "models--org--c"
+    commit = "a" * 40
+    snap = repo_dir / "snapshots" / commit
+    blobs = repo_dir / "blobs"
+    (snap / "sub").mkdir(parents=True)
+    blobs.mkdir()
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text(commit)
+    weights, config = os.urandom(3000), b'{"a": 1}\n'
+    (blobs / sha256_hex(weights)).write_bytes(weights)
+    (blobs / git_blob_sha1(config)).write_bytes(config)
+    (snap / "model.safetensors").symlink_to(blobs / sha256_hex(weights))
+    (snap / "sub" / "config.json").symlink_to(blobs / git_blob_sha1(config))
+    (snap / "copied.txt").write_bytes(b"a copy, not a link\n")
+    (snap / "missing.bin").symlink_to(blobs / ("b" * 64))  # blob never downloaded
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_bytes(b"secret")
+    (snap / "linked").symlink_to(outside, target_is_directory=True)
+    empty = tmp_path / "root"
+    empty.mkdir()
+    repo = Store(empty, hf_cache=cache).find("model", "org/c")
+    assert repo.resolve() == commit
+    listed = repo.list_files(commit)
+    assert [e.path for e in listed] == ["copied.txt", "model.safetensors", "sub/config.json"]
+    for entry in listed:
+        found, body = repo.open_file(commit, entry.path)
+        assert found == entry
+        assert body.path is not None and body.path.read_bytes() == (snap / entry.path).read_bytes()
+    assert repo.entry(commit, "model.safetensors").sha256 == sha256_hex(weights)
+    assert repo.entry(commit, "sub/config.json").git_sha1 == git_blob_sha1(config)
+    for bad in ("missing.bin", "linked/secret.txt", "../../../outside/secret.txt", "nope.txt", "sub"):
+        with pytest.raises(EntryNotFoundError):
+            repo.open_file(commit, bad)

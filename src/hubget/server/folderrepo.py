@@ -96,6 +96,7 @@ class FolderRepo(Repo):
         *,
         allowed_root: Path | None = None,
     ) -> None:
+        super().__init__()
         self.root = folder
         self.allowed_root = allowed_root or folder
         self.repo_type = repo_type
@@ -151,6 +152,7 @@ class FolderRepo(Repo):
                 entries = [
                     make_entry(rel, real, st.st_size, patterns, self._hashes) for rel, real, st in files
                 ]
+                self._hashes.flush()  # one write for the hashes of the whole walk
                 date = max((st.st_mtime for _, _, st in files), default=0.0)
                 snap = _Snapshot(signature, commit_id(entries), entries, date, time.monotonic())
                 self._files = {rel: real for rel, real, _ in files}

@@ -51,6 +51,7 @@ def parse_lfs_pointer(data: bytes) -> tuple[str, int] | None:
 
 class GitRepo(Repo):
     def __init__(self, folder: Path, repo_type: RepoType, repo_id: str) -> None:
+        super().__init__()
         self.root = folder
         self.repo_type = repo_type
         self.repo_id = repo_id

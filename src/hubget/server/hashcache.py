@@ -3,6 +3,11 @@
 Keyed by (real path, size, mtime_ns, inode): any change to a file gives a new key, so a stale hash
 is never served. Stored in SQLite (stdlib, safe when several server processes share a root).
 Each algorithm is computed only when asked for: large files need sha256, small ones the git sha1.
+
+New hashes are written in batches (every ``FLUSH_ROWS`` rows or ``FLUSH_SECONDS``, and by ``flush()``
+at the end of a listing): one commit per file made a first listing of 2,000 small files take ~30 s,
+nearly all of it waiting for the disk. Unwritten hashes are served from memory meanwhile; a process
+that dies before a flush only loses work that is redone on the next request.
 """
 
 from __future__ import annotations
@@ -11,12 +16,15 @@ import hashlib
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 from hubget.hashing import READ_BLOCK, Hasher, git_blob_hasher
 
 ALGOS = ("sha256", "git_sha1")
 _Key = tuple[str, int, int, int]
+FLUSH_ROWS = 500
+FLUSH_SECONDS = 0.5
 
 
 def _hash_file(path: Path, algo: str, size: int) -> str:
@@ -42,10 +50,17 @@ class HashCache:
         # One lock per file being hashed, so concurrent first requests hash a big file once.
         self._inflight: dict[str, threading.Lock] = {}
         self._db: sqlite3.Connection | None = None
+        self._pending: list[tuple[str, int, int, int, str, str]] = []
+        self._pending_since = 0.0
         if db_path is not None:
             try:
                 db_path.parent.mkdir(parents=True, exist_ok=True)
                 self._db = sqlite3.connect(str(db_path), check_same_thread=False, timeout=30)
+                # WAL: readers in other worker processes do not block a batch being written, and a
+                # commit needs no fsync of the main file. The table is a cache, so NORMAL durability
+                # (a power cut may drop the last batches) is enough.
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.execute(
                     "CREATE TABLE IF NOT EXISTS hashes (path TEXT, size INTEGER, mtime_ns INTEGER,"
                     " ino INTEGER, algo TEXT, digest TEXT, PRIMARY KEY (path, algo))"
@@ -101,17 +116,32 @@ class HashCache:
     def _store(self, key: _Key, algo: str, digest: str) -> None:
         with self._lock:
             self._memory[(key, algo)] = digest
-            if self._db is not None:
-                try:
-                    self._db.execute(
-                        "INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?, ?)", (*key, algo, digest)
-                    )
-                    self._db.commit()
-                except sqlite3.Error:
-                    pass
+            if self._db is None:
+                return
+            if not self._pending:
+                self._pending_since = time.monotonic()
+            self._pending.append((*key, algo, digest))
+            if len(self._pending) >= FLUSH_ROWS or time.monotonic() - self._pending_since >= FLUSH_SECONDS:
+                self._flush_locked()
+
+    def flush(self) -> None:
+        """Write the hashes computed since the last write (one transaction)."""
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if self._db is None or not self._pending:
+            return
+        rows, self._pending = self._pending, []
+        try:
+            with self._db:  # one transaction: commits, or rolls back on error
+                self._db.executemany("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?, ?)", rows)
+        except sqlite3.Error:
+            pass  # still in memory for this process; another one recomputes them
 
     def close(self) -> None:
         with self._lock:
+            self._flush_locked()
             if self._db is not None:
                 self._db.close()
                 self._db = None

@@ -24,6 +24,7 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 class HfCacheRepo(Repo):
     def __init__(self, folder: Path, repo_type: RepoType, repo_id: str, hashes: HashCache) -> None:
+        super().__init__()
         self.root = folder
         self.repo_type = repo_type
         self.repo_id = repo_id
@@ -58,13 +59,14 @@ class HfCacheRepo(Repo):
                 return snapshots[0]
         raise RevisionNotFoundError(f"revision {revision!r} not found in the cache of {self.repo_id}")
 
-    def list_files(self, commit: str) -> list[Entry]:
-        if not _SHA1.match(commit):
-            raise RevisionNotFoundError(f"revision {commit!r} not found in the cache of {self.repo_id}")
+    def _snapshot_dir(self, commit: str) -> Path:
         snap = self.root / "snapshots" / commit
-        if not snap.is_dir():
+        if not _SHA1.match(commit) or not snap.is_dir():
             raise RevisionNotFoundError(f"revision {commit!r} not found in the cache of {self.repo_id}")
-        cache_root = os.path.realpath(self.root)
+        return snap
+
+    def list_files(self, commit: str) -> list[Entry]:
+        snap = self._snapshot_dir(commit)
         patterns = lfs_patterns(snap)
         entries = []
         for dirpath, dirnames, filenames in os.walk(snap):
@@ -72,20 +74,45 @@ class HfCacheRepo(Repo):
             for name in filenames:
                 full = os.path.join(dirpath, name)
                 rel = os.path.relpath(full, snap).replace(os.sep, "/")
-                real = os.path.realpath(full)
-                if not real.startswith(cache_root + os.sep) or not os.path.isfile(real):
-                    continue  # a dangling link (blob not downloaded) or one leading out of the cache
-                size = os.stat(real).st_size
-                blob_name = os.path.basename(real) if os.path.islink(full) else ""
-                if _SHA256.match(blob_name):
-                    entries.append(Entry(rel, size, pointer_sha1(blob_name, size), blob_name, True))
-                elif _SHA1.match(blob_name):
-                    entries.append(Entry(rel, size, blob_name))
-                else:
-                    entries.append(make_entry(rel, Path(real), size, patterns, self._hashes))
-                self._files[(commit, rel)] = Path(real)
+                if (entry := self._entry_at(commit, rel, full, patterns)) is not None:
+                    entries.append(entry)
+        self._hashes.flush()  # copies that are not links were hashed: one write for all of them
         entries.sort(key=lambda e: e.path)
         return entries
+
+    def entry(self, commit: str, path: str) -> Entry:
+        """One file, without walking the snapshot (the ModelScope listing opens every file)."""
+        snap = self._snapshot_dir(commit)
+        try:
+            full = join_inside(snap, path)
+        except UnsafePathError as exc:
+            raise EntryNotFoundError(str(exc)) from None
+        # Every folder on the way must be a real folder, as in list_files (links to folders are skipped).
+        parent = full.parent
+        while parent != snap:
+            if parent.is_symlink():
+                raise EntryNotFoundError(f"{path} not found in {self.repo_id} at {commit}")
+            parent = parent.parent
+        entry = self._entry_at(commit, path, str(full), lfs_patterns(snap)) if full.is_file() else None
+        if entry is None:
+            raise EntryNotFoundError(f"{path} not found in {self.repo_id} at {commit}")
+        return entry
+
+    def _entry_at(self, commit: str, rel: str, full: str, patterns: tuple[str, ...]) -> Entry | None:
+        cache_root = os.path.realpath(self.root)
+        real = os.path.realpath(full)
+        if not real.startswith(cache_root + os.sep) or not os.path.isfile(real):
+            return None  # a dangling link (blob not downloaded) or one leading out of the cache
+        size = os.stat(real).st_size
+        blob_name = os.path.basename(real) if os.path.islink(full) else ""
+        if _SHA256.match(blob_name):
+            entry = Entry(rel, size, pointer_sha1(blob_name, size), blob_name, True)
+        elif _SHA1.match(blob_name):
+            entry = Entry(rel, size, blob_name)
+        else:
+            entry = make_entry(rel, Path(real), size, patterns, self._hashes)
+        self._files[(commit, rel)] = Path(real)
+        return entry
 
     def refs(self) -> list[Ref]:
         out = []

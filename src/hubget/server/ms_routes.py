@@ -109,8 +109,7 @@ class MsApi:
     def sha256(self, repo: Repo, commit: str, entry: Entry) -> str:
         if entry.sha256:
             return entry.sha256
-        # The backend's own lookup of the bytes: open_file would search the listing once per file.
-        body = repo._body(commit, entry)
+        _, body = repo.open_file(commit, entry.path)
         if body.path is not None:
             return self.store.hashes.sha256(body.path)
         return self.blob_hashes.get(body)
@@ -122,6 +121,7 @@ class MsApi:
             known = self._listing_hashes.get(key)
         if known is None:
             known = {e.path: self.sha256(repo, commit, e) for e in entries}
+            self.store.hashes.flush()  # one write for the sha256 of the whole listing
             with self._lock:
                 self._listing_hashes[key] = known
                 while len(self._listing_hashes) > LISTING_HASH_CACHE:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -90,6 +91,31 @@ def check_revision(revision: str) -> str:
     return revision
 
 
+class EntryIndex:
+    """``path -> Entry`` of the last few listings, so finding one file of a commit is a dict lookup.
+    An index is reused only while the backend hands out the very same listing object for the commit
+    (backends cache their listings), so a re-read listing is never answered from a stale index."""
+
+    def __init__(self, size: int = 8) -> None:
+        self._lock = threading.Lock()
+        self._size = size
+        self._by_commit: OrderedDict[str, tuple[list[Entry], dict[str, Entry]]] = OrderedDict()
+
+    def lookup(self, commit: str, entries: list[Entry]) -> dict[str, Entry]:
+        with self._lock:
+            hit = self._by_commit.get(commit)
+            if hit is not None and hit[0] is entries:
+                self._by_commit.move_to_end(commit)
+                return hit[1]
+        index = {e.path: e for e in entries}
+        with self._lock:
+            self._by_commit[commit] = (entries, index)
+            self._by_commit.move_to_end(commit)
+            while len(self._by_commit) > self._size:
+                self._by_commit.popitem(last=False)
+        return index
+
+
 class Repo:
     """A served repo. Backends: ``GitRepo``, ``FolderRepo``, ``HfCacheRepo``. Methods may block
     (git, hashing): the server calls them from worker threads."""
@@ -99,6 +125,9 @@ class Repo:
     root: Path
     git_dir: Path | None = None  # set for git-backed repos (smart HTTP and LFS are served from it)
     default_branch: str = "main"
+
+    def __init__(self) -> None:
+        self._entry_index = EntryIndex()
 
     def resolve(self, revision: str | None = None) -> str:
         """The 40-hex commit for a branch, tag or commit sha (None: the default branch)."""
@@ -122,7 +151,8 @@ class Repo:
         return {e.path: info for e in self.list_files(commit)}
 
     def open_file(self, commit: str, path: str) -> tuple[Entry, Body]:
-        """The entry and where its bytes are; EntryNotFoundError if the commit has no such file."""
+        """The entry and where its bytes are; EntryNotFoundError if the commit has no such file.
+        A dict lookup once the commit is listed (callers may open every file of a listing)."""
         entry = self.entry(commit, path)
         return entry, self._body(commit, entry)
 
@@ -131,10 +161,10 @@ class Repo:
             safe_relpath(path)
         except UnsafePathError as exc:
             raise EntryNotFoundError(str(exc)) from None
-        for entry in self.list_files(commit):
-            if entry.path == path:
-                return entry
-        raise EntryNotFoundError(f"{path} not found in {self.repo_id} at {commit}")
+        entry = self._entry_index.lookup(commit, self.list_files(commit)).get(path)
+        if entry is None:
+            raise EntryNotFoundError(f"{path} not found in {self.repo_id} at {commit}")
+        return entry
 
     def _body(self, commit: str, entry: Entry) -> Body:
         raise NotImplementedError
