@@ -63,8 +63,11 @@ def _one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _register_all() -> None:
-    for name in COMMAND_MODULES:
+def _register(argv: list[str]) -> None:
+    """Import only the command being run (each pulls in its own stack: git, the server, ...);
+    all of them when none is named, for the help."""
+    named = next((a for a in argv if not a.startswith("-")), None)
+    for name in [named] if named in COMMAND_MODULES else COMMAND_MODULES:
         importlib.import_module(f"hubget.cli.{name}").register(app)
     for info in app.registered_commands:
         if info.callback is not None and not getattr(info.callback, "__wrapped__", None):
@@ -79,5 +82,5 @@ def fail(message: str, code: int) -> None:
 
 def run(argv: list[str] | None = None) -> None:
     """The console script. Usage errors are typer's (exit 2); see ``_one_line_errors`` for the rest."""
-    _register_all()
+    _register(sys.argv[1:] if argv is None else argv)
     app(args=argv)
