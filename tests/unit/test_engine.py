@@ -514,3 +514,20 @@ def test_env_min_speed_fails_a_dripping_server(server, tmp_path, monkeypatch):
     with pytest.raises(NetworkError, match="stalling"):
         Engine(client, range_retries=1).run([job(server, "/slow", data, tmp_path / "slow")])
     assert not (tmp_path / "slow").exists()
+
+
+def test_503_storm_costs_a_bounded_number_of_requests_per_range(server, tmp_path):
+    """Retries do not nest: engine attempts x client retries stays <= 8 per range with the defaults."""
+    data = blob(2 * MiB)
+    server.add("/storm", data)
+    server.fault("/storm", Fault("status", times=-1, status=503))
+    client = HttpClient(retries=5, backoff_base=0.001, backoff_max=0.01)
+    client.sleep = lambda s: None
+    engine = small_engine(client=client)
+    with pytest.raises(NetworkError, match="503"):
+        engine.run([job(server, "/storm", data, tmp_path / "storm")])
+    ranges = {r.headers.get("Range") or r.headers.get("range") for r in server.requests_for("/storm")}
+    assert len(ranges) >= 2  # it was cut into ranges
+    per_range = len(server.requests_for("/storm")) / len(ranges)
+    assert per_range <= 8, per_range
+    assert not (tmp_path / "storm").exists()
