@@ -1,12 +1,13 @@
 """Throughput of `hubget serve` against nginx serving the same file in the same run, and the server's
 memory while it serves.
 
-    python bench/bench_serve.py [--size-mb 2048] [--readers 8] [--rounds 3]
+    python bench/bench_serve.py [--size-mb 2048] [--readers 8] [--rounds 3] [--workers 2]
 
 Each round, ``--readers`` curl processes each fetch one contiguous byte range (1/readers of the file)
 from the server, all at once; the time until the last one finishes gives MB/s. hubget and nginx
 alternate rounds so both see the same machine state; the file is read once first so both serve from
-the page cache. hubget's RSS is sampled every 50 ms while it serves.
+the page cache. hubget runs with ``--workers`` processes (default: one per core, as nginx's
+``worker_processes auto``); its RSS (summed over the processes) is sampled every 50 ms while it serves.
 """
 
 from __future__ import annotations
@@ -96,8 +97,8 @@ def parallel_ranges(url: str, size: int, readers: int) -> float:
 
 
 class RssSampler:
-    def __init__(self, pid: int) -> None:
-        self.proc = psutil.Process(pid)
+    def __init__(self, procs: list[psutil.Process]) -> None:
+        self.procs = procs
         self.samples: list[int] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -105,7 +106,7 @@ class RssSampler:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.samples.append(self.proc.memory_info().rss)
+                self.samples.append(sum(p.memory_info().rss for p in self.procs))
             except psutil.Error:
                 return
             time.sleep(0.05)
@@ -127,11 +128,23 @@ def cpu_seconds(procs: list[psutil.Process]) -> float:
     return total
 
 
-def server_pid(port: int) -> int:
+def server_procs(port: int) -> list[psutil.Process]:
+    """The processes of the server listening on ``port``: the first one found and its children
+    (``--workers`` forks processes that share the listening socket)."""
     for conn in psutil.net_connections("tcp"):
         if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
-            return int(conn.pid)
+            main = psutil.Process(conn.pid)
+            while main.parent() is not None and port in _listening_ports(main.parent()):
+                main = main.parent()  # a worker was found first: start from the process that forked it
+            return [main, *main.children()]
     raise RuntimeError(f"no process listens on {port}")
+
+
+def _listening_ports(proc: psutil.Process) -> set[int]:
+    try:
+        return {c.laddr.port for c in proc.net_connections("tcp") if c.status == psutil.CONN_LISTEN}
+    except psutil.Error:
+        return set()
 
 
 def main() -> None:
@@ -140,6 +153,9 @@ def main() -> None:
     ap.add_argument("--readers", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--nginx-workers", default="auto")
+    ap.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="hubget serve --workers (default: cores)"
+    )
     ap.add_argument("--dir", type=Path, default=None, help="work folder (default: a temp folder)")
     args = ap.parse_args()
     if shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists():
@@ -160,7 +176,7 @@ def main() -> None:
         )
         nginx_proc = subprocess.Popen([nginx, "-c", str(tmp / "nginx.conf"), "-p", str(tmp)])
         try:
-            with hub_server(root) as hub:
+            with hub_server(root, extra_args=["--workers", str(args.workers)]) as hub:
                 hub_url = f"{hub}/bench/big/resolve/main/big.bin"
                 nginx_url = f"http://127.0.0.1:{port}/big.bin"
                 for _ in range(50):
@@ -172,17 +188,17 @@ def main() -> None:
                 t0 = time.perf_counter()
                 urllib.request.urlopen(urllib.request.Request(hub_url, method="HEAD"), timeout=600).close()
                 first_hash = time.perf_counter() - t0
-                pid = server_pid(int(hub.rsplit(":", 1)[1]))
-                baseline = psutil.Process(pid).memory_info().rss
+                procs = server_procs(int(hub.rsplit(":", 1)[1]))
+                baseline = sum(p.memory_info().rss for p in procs)
                 parallel_ranges(nginx_url, size, args.readers)  # warm the page cache
                 hub_times, nginx_times, peaks = [], [], []
                 hub_cpu = nginx_cpu = 0.0
                 nginx_procs = [psutil.Process(nginx_proc.pid), *psutil.Process(nginx_proc.pid).children()]
                 for _ in range(args.rounds):
-                    before = cpu_seconds([psutil.Process(pid)])
-                    with RssSampler(pid) as rss:
+                    before = cpu_seconds(procs)
+                    with RssSampler(procs) as rss:
                         hub_times.append(parallel_ranges(hub_url, size, args.readers))
-                    hub_cpu += cpu_seconds([psutil.Process(pid)]) - before
+                    hub_cpu += cpu_seconds(procs) - before
                     peaks.append(max(rss.samples, default=baseline))
                     before = cpu_seconds(nginx_procs)
                     nginx_times.append(parallel_ranges(nginx_url, size, args.readers))
@@ -196,6 +212,9 @@ def main() -> None:
     result = {
         "file_mb": round(mb),
         "readers": args.readers,
+        "hubget_workers": args.workers,
+        "hubget_mb_s_rounds": [round(mb / t) for t in hub_times],
+        "nginx_mb_s_rounds": [round(mb / t) for t in nginx_times],
         "rounds": args.rounds,
         "hubget_mb_s": round(hub_mbps),
         "nginx_mb_s": round(nginx_mbps),
