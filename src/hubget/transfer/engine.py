@@ -34,6 +34,9 @@ from hubget.transfer.jobs import FileJob, FileResult, ProgressSink
 from hubget.transfer.ranges import IntervalSet
 
 MiB = 1024 * 1024
+MAX_CONNECTIONS = 64  # default ceiling on the connections of one run (all files together)
+BUFFER_BUDGET = 48 * MiB  # read buffers of all workers together, at most
+WIDEN_AFTER = 3.0  # seconds a file is measured before it may get more than ``connections`` ranges
 RANGE_CLIENT_RETRIES = 1  # client retries inside one engine attempt at a range (see _fetch)
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$")
 
@@ -81,10 +84,19 @@ class Engine:
         range_retries: int = 3,
         save_interval: float = 2.0,
         save_bytes: int = 256 * MiB,
+        slow_connection: int = 8 * 1000 * 1000,
     ) -> None:
         self.max_workers = max(1, max_workers)
         self.connections = max(1, connections)
-        self.max_connections = max_connections or max(self.max_workers, self.connections) + self.connections
+        # Every open file may use all its ranges at once: with origins that cap each connection,
+        # the run's speed is (connections in use) x (cap), so the ceiling must not be below that.
+        self.max_connections = max_connections or max(
+            self.connections, min(MAX_CONNECTIONS, self.max_workers * self.connections)
+        )
+        # A ranged file whose connections each deliver less than this (bytes/s) while the run has
+        # connections to spare is limited per connection, not by this machine: it may use more.
+        self.slow_connection = slow_connection
+        self.file_connections = min(self.max_connections, 4 * self.connections)
         # None: from the environment (HUBGET_STALL_TIMEOUT, HUBGET_MIN_SPEED; see hubget.config).
         self.stall_timeout = config.stall_timeout() if stall_timeout is None else stall_timeout
         self.min_speed = config.min_speed() if min_speed is None else min_speed
@@ -114,11 +126,14 @@ class Engine:
         sizes = [t.size for t in tasks]
         self.progress.begin(len(tasks), None if None in sizes else sum(s or 0 for s in sizes))
         wanted = sum(
-            self.connections if (t.size or 0) >= self.split_threshold else 1 for t in tasks
+            self.file_connections if (t.size or 0) >= self.split_threshold else 1 for t in tasks
         )  # no more threads than there can be connections in use
+        nthreads = max(1, min(self.max_connections, wanted))
+        # Buffers are allocated on first use and sized so that all of them together stay bounded.
+        self._buf_cap = min(self.buffer_size, max(256 * 1024, BUFFER_BUDGET // nthreads))
         workers = [
             threading.Thread(target=self._worker, name=f"hubget-conn-{i}", daemon=True)
-            for i in range(max(1, min(self.max_connections, wanted)))
+            for i in range(nthreads)
         ]
         saver_stop = threading.Event()
         saver = threading.Thread(target=self._saver, args=(saver_stop,), name="hubget-saver", daemon=True)
@@ -144,7 +159,7 @@ class Engine:
     # == scheduling =======================================================================
 
     def _worker(self) -> None:
-        buf = bytearray(self.buffer_size)
+        buf = bytearray(0)  # grown to what a segment needs, up to the cap (small files need little)
         while True:
             item = self._next()
             if item is None:
@@ -155,6 +170,8 @@ class Engine:
             elif kind == "cleanup":
                 self._cleanup(task)
             elif seg is not None:
+                if len(buf) < self._buf_cap and len(buf) < seg.end - seg.start:
+                    buf = bytearray(min(self._buf_cap, max(64 * 1024, seg.end - seg.start)))
                 self._run_segment(task, seg, buf)
 
     def _next(self) -> tuple[str, FileTask, Segment | None] | None:
@@ -168,7 +185,9 @@ class Engine:
                     if task.status == "failed" and not task.active and task.stale == 0:
                         task.status = "failed-closing"
                         return "cleanup", task, None
-                    if task.status != "active" or len(task.active) >= task.max_conns:
+                    if task.status != "active":
+                        continue
+                    if len(task.active) >= task.max_conns and not self._widen(task, now):
                         continue
                     seg, when = self._take(task, now)
                     if seg is not None:
@@ -183,6 +202,29 @@ class Engine:
                 if not self._open and not self._waiting:
                     return None
                 self._cv.wait(max(0.0, wake - now))
+
+    def _widen(self, task: FileTask, now: float) -> bool:
+        """Give a ranged file more connections when its own are slow and the run has some to spare
+        (engine lock held). Only while no file waits to be opened, after ``WIDEN_AFTER`` seconds of
+        measurement, and again only if the previous widening raised the file's rate (a per-connection
+        cap keeps each connection's rate flat; a busy CPU or a full link does not)."""
+        if not task.ranged or not task.pending or self._waiting or task.max_conns >= self.file_connections:
+            return False
+        elapsed = now - task.mark_time
+        if elapsed < WIDEN_AFTER:
+            return False
+        in_use = sum(len(t.active) for t in self._open)
+        if in_use >= self.max_connections:
+            return False
+        rate = (task.bytes_fetched - task.mark_bytes) / elapsed
+        if task.mark_rate and rate < 1.5 * task.mark_rate:
+            task.mark_time = now + 3600 * 24  # the last widening did not pay: stay at this width
+            return False
+        if rate / task.max_conns >= self.slow_connection:
+            return False
+        task.max_conns = min(self.file_connections, task.max_conns + self.connections)
+        task.mark_time, task.mark_bytes, task.mark_rate = now, task.bytes_fetched, rate
+        return True
 
     def _take(self, task: FileTask, now: float) -> tuple[Segment | None, float | None]:
         """The next ready segment, a stolen tail, or the time the next one becomes ready."""
@@ -218,6 +260,7 @@ class Engine:
         self.progress.file_started(task.label, task.size, task.resumed_from)
         with self._cv:
             task.status = "active"
+            task.mark_time, task.mark_bytes = time.monotonic(), task.bytes_fetched
             if task.ranged:
                 task.hash_thread = threading.Thread(
                     target=self._hash_loop, args=(task,), name=f"hubget-hash-{task.index}", daemon=True

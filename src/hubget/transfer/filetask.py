@@ -190,6 +190,11 @@ class FileTask:
         self.bad_answers = 0
         self.dirty = 0
         self.last_save = time.monotonic()
+        # Rate measurement for widening (Engine._widen): since when, from which byte count, and
+        # the rate measured when the file last got more connections (0: never).
+        self.mark_time = time.monotonic()
+        self.mark_bytes = 0
+        self.mark_rate = 0.0
         self.save_lock = threading.Lock()
         self.hash_thread: threading.Thread | None = None
         self.hash_wake = threading.Event()
