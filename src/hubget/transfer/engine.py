@@ -82,8 +82,8 @@ class Engine:
         steal_min: int = 4 * MiB,
         buffer_size: int = 2 * MiB,
         range_retries: int = 3,
-        save_interval: float = 2.0,
-        save_bytes: int = 256 * MiB,
+        save_interval: float = 0.5,
+        save_bytes: int = 64 * MiB,
         slow_connection: int = 8 * 1000 * 1000,
     ) -> None:
         self.max_workers = max(1, max_workers)
@@ -655,8 +655,12 @@ class Engine:
             task.hash_thread = None
 
     def _saver(self, stop: threading.Event) -> None:
-        """Persist resume state every ``save_interval`` seconds or ``save_bytes`` bytes per file."""
-        while not stop.wait(0.25):
+        """Persist resume state every ``save_interval`` seconds or ``save_bytes`` bytes per file.
+
+        A kill loses at most that much of finished ranges. Each save fdatasyncs the partial before
+        its record (data first); that costs the disk writeback the kernel would do anyway, on this
+        thread, not the workers' (measured here: about 1.5 s per GB whether every 64 or 256 MiB)."""
+        while not stop.wait(0.1):
             due: list[tuple[FileTask, IntervalSet]] = []
             now = time.monotonic()
             with self._cv:
