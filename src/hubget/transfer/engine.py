@@ -12,6 +12,7 @@ grows, so verification is done moments after the last byte arrives.
 from __future__ import annotations
 
 import os
+import queue
 import re
 import threading
 import time
@@ -36,6 +37,7 @@ from hubget.transfer.ranges import IntervalSet
 MiB = 1024 * 1024
 MAX_CONNECTIONS = 64  # default ceiling on the connections of one run (all files together)
 BUFFER_BUDGET = 48 * MiB  # read buffers of all workers together, at most
+FINISHERS = 4  # threads that verify, fsync and rename finished files, off the download workers' path
 WIDEN_AFTER = 3.0  # seconds a file is measured before it may get more than ``connections`` ranges
 RANGE_CLIENT_RETRIES = 1  # client retries inside one engine attempt at a range (see _fetch)
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$")
@@ -123,11 +125,13 @@ class Engine:
         self._results: dict[int, FileResult] = {}
         self._responses: set[Response] = set()
         self._cancelled = False
+        self._finish_q: queue.SimpleQueue[FileTask | None] = queue.SimpleQueue()
+        self._synced_dirs: set[Path] = set()  # folders whose renames still need an fsync of the folder
         sizes = [t.size for t in tasks]
         self.progress.begin(len(tasks), None if None in sizes else sum(s or 0 for s in sizes))
-        wanted = sum(
-            self.file_connections if (t.size or 0) >= self.split_threshold else 1 for t in tasks
-        )  # no more threads than there can be connections in use
+        large = sum(1 for t in tasks if (t.size or 0) >= self.split_threshold)
+        # No more threads than there can be connections in use (see _slots for the small files).
+        wanted = large * self.file_connections + min(len(tasks) - large, 2 * self.max_workers)
         nthreads = max(1, min(self.max_connections, wanted))
         # Buffers are allocated on first use and sized so that all of them together stay bounded.
         self._buf_cap = min(self.buffer_size, max(256 * 1024, BUFFER_BUDGET // nthreads))
@@ -137,18 +141,28 @@ class Engine:
         ]
         saver_stop = threading.Event()
         saver = threading.Thread(target=self._saver, args=(saver_stop,), name="hubget-saver", daemon=True)
+        finishers = [
+            threading.Thread(target=self._finisher, name=f"hubget-finish-{i}", daemon=True)
+            for i in range(min(FINISHERS, len(tasks)))
+        ]
         try:
-            for w in workers:
-                w.start()
+            for t in (*workers, *finishers):
+                t.start()
             saver.start()
             for w in workers:
                 while w.is_alive():
                     w.join(0.25)  # short joins keep the main thread responsive to Ctrl-C
+            for _ in finishers:
+                self._finish_q.put(None)
+            for f in finishers:
+                while f.is_alive():
+                    f.join(0.25)
         except KeyboardInterrupt:
             self._interrupt(workers)
             raise
         finally:
             saver_stop.set()
+            self._sync_dirs()
             for task in tasks:  # a task left open by an abandoned run must not look like a live writer
                 task.release_owner()
             self.progress.end()
@@ -194,7 +208,7 @@ class Engine:
                         return "work", task, seg
                     if when is not None:
                         wake = min(wake, when)
-                if self._waiting and len(self._open) < self.max_workers:
+                if self._waiting and self._slots(self._waiting[0]):
                     task = self._waiting.popleft()
                     task.status = "preparing"
                     self._open.append(task)
@@ -202,6 +216,23 @@ class Engine:
                 if not self._open and not self._waiting:
                     return None
                 self._cv.wait(max(0.0, wake - now))
+
+    def _slots(self, task: FileTask) -> bool:
+        """Whether ``task`` may be opened now (engine lock held).
+
+        ``max_workers`` large files download at once, or twice as many small ones (a small file
+        holds one connection, and its latency, not bandwidth, is what overlapping hides). Files
+        being finished (verify, fsync, rename) hold no slot, up to a bounded backlog.
+        """
+        weight = 0
+        finishing = 0
+        for t in self._open:
+            if t.status == "finishing":
+                finishing += 1
+            else:
+                weight += 2 if t.ranged or (t.size or 0) >= self.split_threshold else 1
+        need = 2 if (task.size or 0) >= self.split_threshold else 1
+        return weight + need <= 2 * self.max_workers and finishing < 4 * self.max_workers
 
     def _widen(self, task: FileTask, now: float) -> bool:
         """Give a ranged file more connections when its own are slow and the run has some to spare
@@ -269,14 +300,44 @@ class Engine:
             finish = not task.pending and task.complete()
             if finish:
                 task.status = "finishing"
-            self._cv.notify_all()
+            # This worker takes the first segment itself; the others are for whoever waits.
+            elif len(task.pending) > 1:
+                self._cv.notify(len(task.pending) - 1)
         if finish:
-            self._finish(task)
+            self._finish_q.put(task)
+
+    def _finisher(self) -> None:
+        while True:
+            task = self._finish_q.get()
+            if task is None:
+                return
+            try:
+                self._finish(task)
+            except Exception as e:  # never leave a task "finishing" forever: the run would not end
+                with self._cv:
+                    self._fail(task, HubgetError(f"{task.label}: {e}"))
+                self._cleanup(task)
+
+    def _sync_dirs(self) -> None:
+        """Make the renames of this run durable: one fsync per folder, not one per file."""
+        with self._cv:
+            folders, self._synced_dirs = self._synced_dirs, set()
+        for folder in folders:
+            try:
+                dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+            except OSError:
+                continue
+            try:
+                os.fsync(dfd)
+            except OSError:
+                pass  # the files are in place and their data is on disk; only the names may lag
+            finally:
+                os.close(dfd)
 
     def _finish(self, task: FileTask) -> None:
         self._stop_hasher(task)
         try:
-            task.finalize(task.size_seen)
+            task.finalize(task.size_seen, sync_dir=False)
         except HubgetError as e:
             with self._cv:
                 self._fail(task, e)
@@ -297,8 +358,12 @@ class Engine:
                 resumed_from=task.resumed_from,
                 sources=dict(task.sources),
             )
+            self._synced_dirs.add(task.job.dest.parent)
             self._open.remove(task)
-            self._cv.notify_all()
+            if self._waiting:
+                self._cv.notify()  # a slot is free: one worker may open the next file
+            else:
+                self._cv.notify_all()  # winding down: idle workers may exit now
 
     def _fail(self, task: FileTask, error: HubgetError) -> None:
         """Mark ``task`` failed (engine lock held); its other segments stop at their next read."""
@@ -360,7 +425,7 @@ class Engine:
         with self._cv:
             action = self._segment_exit(task, att.seg, att.gen, error, fatal, again)
         if action == "finish":
-            self._finish(task)
+            self._finish_q.put(task)
         elif action == "cleanup":
             self._cleanup(task)
 
@@ -416,7 +481,10 @@ class Engine:
                 single = len(task.urls) == 1  # with several sources the bad one is dropped instead
                 if isinstance(error, ProtocolError) and task.ranged and task.bad_answers >= 2 and single:
                     self._restart(task, None)  # this server's ranges cannot be trusted: one plain stream
-        self._cv.notify_all()
+        if gen != task.generation or error is not None or again:
+            self._cv.notify_all()  # stale writers, requeued ranges, failures: wake everyone concerned
+        else:
+            self._cv.notify()  # one connection slot is free
         if task.status == "active" and not task.active and not task.pending and task.complete():
             task.status = "finishing"
             return "finish"

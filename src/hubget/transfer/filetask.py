@@ -462,11 +462,13 @@ class FileTask:
 
     # -- finishing ------------------------------------------------------------------------
 
-    def finalize(self, size_seen: int | None) -> None:
+    def finalize(self, size_seen: int | None, *, sync_dir: bool = True) -> None:
         """Verify size and hash of the open descriptor, then put exactly those bytes at ``dest``.
 
         Everything is read from the descriptor, never from the path: when locks do not work,
-        another process may have replaced the file at the shared temp path meanwhile.
+        another process may have replaced the file at the shared temp path meanwhile. The data is
+        fsynced before the rename that publishes it; ``sync_dir=False`` leaves the fsync of the
+        folder (which makes the rename itself durable) to the caller, who batches it per folder.
         """
         assert self.fd is not None
         job = self.job
@@ -499,7 +501,7 @@ class FileTask:
             placed = True  # our temp name vanished, yet another writer already put these bytes there
         self._release_shared()
         self.close()
-        if placed:
+        if placed and sync_dir:
             with contextlib.suppress(OSError):  # make the rename itself durable
                 dfd = os.open(job.dest.parent, os.O_RDONLY | os.O_DIRECTORY)
                 try:
