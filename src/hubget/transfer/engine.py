@@ -39,6 +39,7 @@ MAX_CONNECTIONS = 64  # default ceiling on the connections of one run (all files
 BUFFER_BUDGET = 48 * MiB  # read buffers of all workers together, at most
 FINISHERS = 4  # threads that verify, fsync and rename finished files, off the download workers' path
 WIDEN_AFTER = 3.0  # seconds a file is measured before it may get more than ``connections`` ranges
+STEAL_WORTH = 1.0  # seconds of a victim's remaining transfer that are worth a dropped connection
 RANGE_CLIENT_RETRIES = 1  # client retries inside one engine attempt at a range (see _fetch)
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$")
 
@@ -263,6 +264,7 @@ class Engine:
         for i, seg in enumerate(task.pending):
             if seg.not_before <= now:
                 del task.pending[i]
+                seg.taken = now
                 task.active.add(seg)
                 return seg, None
             soonest = seg.not_before if soonest is None else min(soonest, seg.not_before)
@@ -271,8 +273,13 @@ class Engine:
         victim = max(task.active, key=lambda s: s.remaining)
         if victim.remaining < 2 * self.steal_min:
             return None, None
+        # A cut drops the victim's connection and what is already in its socket buffers (a few MB
+        # on a fast link): cut a middling remainder only when the victim would take long for it.
+        rate = (victim.pos - victim.start) / max(1e-3, now - victim.taken) if victim.taken else 0.0
+        if victim.remaining < 4 * self.steal_min and rate * STEAL_WORTH > victim.remaining:
+            return None, None
         mid = victim.end - victim.remaining // 2
-        stolen = Segment(mid, victim.end)
+        stolen = Segment(mid, victim.end, taken=now)
         victim.end = mid  # its worker stops at mid and drops that connection's unread tail
         task.active.add(stolen)
         return stolen, None

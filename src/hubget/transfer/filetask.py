@@ -122,6 +122,7 @@ class Segment:
     pos: int = -1  # bytes before pos are written
     claimed: int = -1  # bytes before claimed are read and being written (never handed to a thief)
     source: int = -1  # index in FileTask.urls of the URL this segment is being fetched from
+    taken: float = 0.0  # when a worker took it (monotonic), to estimate how long its rest will take
 
     def __post_init__(self) -> None:
         if self.pos < 0:
@@ -399,7 +400,17 @@ class FileTask:
             # most ranges go to the faster ones (the first few are handed out before any measurement).
             parts, smallest = parts * len(self.urls) * 2, max(1, min_chunk // 4)
         chunk = max(smallest, min(max_chunk, -(-self.size // parts)))
-        self.pending = [Segment(pos, min(e, pos + chunk)) for s, e in gaps for pos in range(s, e, chunk)]
+        # The last ``connections`` x 2 ranges are small: the end of the file then needs few cuts
+        # (work stealing), each of which drops a connection with data already in its buffers.
+        tail_chunk = max(smallest, chunk // 4)
+        tail_start = max(0, self.size - connections * 2 * tail_chunk)
+        self.pending = []
+        for s, e in gaps:
+            pos = s
+            while pos < e:
+                step = chunk if pos + chunk <= tail_start else tail_chunk
+                self.pending.append(Segment(pos, min(e, pos + step)))
+                pos += step
 
     def complete(self) -> bool:
         if self.size is None:
