@@ -152,27 +152,26 @@ async def _read_cgi_headers(stdout: asyncio.StreamReader) -> tuple[int, dict[str
     return status, headers
 
 
+async def _serve_backend(request: web.Request, repo_type: RepoType, path: str) -> web.StreamResponse:
+    try:
+        repo = await _git_repo(request, repo_type)
+    except HubgetError as exc:
+        return _text_error(404, str(exc) or "Repository not found")
+    return await _run_backend(request, repo, path)
+
+
 def info_refs_handler(repo_type: RepoType) -> Any:
     async def info_refs(request: web.Request) -> web.StreamResponse:
-        service = request.query.get("service")
-        if service != "git-upload-pack":
+        if request.query.get("service") != "git-upload-pack":
             return _text_error(403, "this server is read-only: only git-upload-pack (clone, fetch) is served")
-        try:
-            repo = await _git_repo(request, repo_type)
-        except HubgetError as exc:
-            return _text_error(404, str(exc) or "Repository not found")
-        return await _run_backend(request, repo, "info/refs")
+        return await _serve_backend(request, repo_type, "info/refs")
 
     return info_refs
 
 
 def upload_pack_handler(repo_type: RepoType) -> Any:
     async def upload_pack(request: web.Request) -> web.StreamResponse:
-        try:
-            repo = await _git_repo(request, repo_type)
-        except HubgetError as exc:
-            return _text_error(404, str(exc) or "Repository not found")
-        return await _run_backend(request, repo, "git-upload-pack")
+        return await _serve_backend(request, repo_type, "git-upload-pack")
 
     return upload_pack
 
