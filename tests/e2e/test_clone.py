@@ -14,22 +14,26 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.gitserver import GitLfsServer, PushedRepo, git, setup_git_home
+from tests.support.gitserver import (
+    GitLfsServer,
+    PushedRepo,
+    assert_git_clean,
+    du,
+    git,
+    hubget,
+    random_bytes,
+    setup_git_home,
+    tree,
+)
 
 pytestmark = pytest.mark.timeout(240)
 
 
-def _rand(n: int, seed: int) -> bytes:
-    import random
-
-    return random.Random(seed).randbytes(n)
-
-
 FILES = {
-    "model.safetensors": _rand(6_000_000, 1),
-    "pytorch_model.bin": _rand(3_000_000, 2),
-    "sub/dir/extra.bin": _rand(700_000, 3),
-    "same-as-extra.bin": _rand(700_000, 3),  # two paths, one LFS object
+    "model.safetensors": random_bytes(6_000_000, 1),
+    "pytorch_model.bin": random_bytes(3_000_000, 2),
+    "sub/dir/extra.bin": random_bytes(700_000, 3),
+    "same-as-extra.bin": random_bytes(700_000, 3),  # two paths, one LFS object
     "tiny.bin": b"small lfs file\n",
     "config.json": b'{"hidden_size": 8}\n',
     "README.md": b"# test model\n",
@@ -56,34 +60,6 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     monkeypatch.delenv("GIT_LFS_SKIP_SMUDGE", raising=False)
     env["HUBGET_TEST"] = "1"
     return env
-
-
-def hubget(args: list[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "hubget", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=180
-    )
-
-
-def tree(root: Path) -> dict[str, bytes]:
-    return {
-        p.relative_to(root).as_posix(): p.read_bytes()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and ".git" not in p.relative_to(root).parts
-    }
-
-
-def du(path: Path) -> int:
-    out = subprocess.run(
-        ["du", "-s", "--block-size=1", str(path)], capture_output=True, text=True, check=True
-    )
-    return int(out.stdout.split()[0])
-
-
-def assert_git_clean(path: Path, env: dict[str, str]) -> None:
-    assert git(["status", "--porcelain"], env=env, cwd=path) == ""
-    fsck = subprocess.run(["git", "lfs", "fsck"], cwd=path, env=env, capture_output=True, text=True)
-    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
-    assert "fsck OK" in fsck.stdout
 
 
 def lfs_object(clone: Path, data: bytes) -> Path:
@@ -119,12 +95,12 @@ def test_clone_equals_git_clone_with_half_the_disk(
 
 
 def test_git_commands_keep_working_after_clone(server: GitLfsServer, env, tmp_path: Path):
-    pushed = server.create_repo("org/evolving", {"w.bin": _rand(400_000, 10), "notes.txt": b"v1\n"})
+    pushed = server.create_repo("org/evolving", {"w.bin": random_bytes(400_000, 10), "notes.txt": b"v1\n"})
     assert hubget(["clone", pushed.url, str(tmp_path / "c")], env).returncode == 0
     clone = tmp_path / "c"
     old_object = lfs_object(clone, pushed.files["w.bin"])
 
-    new_weights = _rand(500_000, 11)
+    new_weights = random_bytes(500_000, 11)
     server.commit_and_push("org/evolving", pushed.workdir, {"w.bin": new_weights, "notes.txt": b"v2\n"})
     git(["pull", "-q"], env=env, cwd=clone)  # real git with the git-lfs smudge filter
     assert (clone / "w.bin").read_bytes() == new_weights
@@ -181,9 +157,9 @@ def test_include_exclude_leave_the_rest_as_pointers(
 
 
 def test_clone_revision_and_errors(server: GitLfsServer, env, tmp_path: Path):
-    pushed = server.create_repo("org/revs", {"a.bin": _rand(100_000, 20)})
+    pushed = server.create_repo("org/revs", {"a.bin": random_bytes(100_000, 20)})
     first = pushed.commit
-    server.commit_and_push("org/revs", pushed.workdir, {"a.bin": _rand(100_000, 21)})
+    server.commit_and_push("org/revs", pushed.workdir, {"a.bin": random_bytes(100_000, 21)})
     proc = hubget(["clone", pushed.url, str(tmp_path / "old"), "--revision", first], env)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "old" / "a.bin").read_bytes() == pushed.files["a.bin"]
@@ -204,8 +180,8 @@ def test_clone_revision_and_errors(server: GitLfsServer, env, tmp_path: Path):
 
 
 def test_killed_clone_resumes_without_refetching(server: GitLfsServer, env, tmp_path: Path):
-    small = {f"part{i}.bin": _rand(150_000, 30 + i) for i in range(3)}
-    big = _rand(4_000_000, 40)
+    small = {f"part{i}.bin": random_bytes(150_000, 30 + i) for i in range(3)}
+    big = random_bytes(4_000_000, 40)
     pushed = server.create_repo("org/resume", {**small, "big.safetensors": big})
     big_oid = hashlib.sha256(big).hexdigest()
     small_oids = {hashlib.sha256(v).hexdigest() for v in small.values()}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.gitserver import git, setup_git_home
+from tests.support.gitserver import assert_git_clean, du, git, hubget, random_bytes, setup_git_home, tree
 from tests.support.hubserver import hub_server
 from tests.support.proxy import counting_proxy
 from tests.support.repos import GitRepoBuilder, write_folder_repo
@@ -25,20 +25,14 @@ pytestmark = pytest.mark.timeout(240)
 ENV_KEYS = ("HOME", "XDG_CONFIG_HOME", "GIT_CONFIG_GLOBAL", "GIT_CONFIG_NOSYSTEM", "GIT_TERMINAL_PROMPT")
 
 
-def _rand(n: int, seed: int) -> bytes:
-    import random
-
-    return random.Random(seed).randbytes(n)
-
-
 MODEL = {
-    "model-00001-of-00002.safetensors": _rand(5_000_000, 1),
-    "model-00002-of-00002.safetensors": _rand(2_000_000, 2),
-    "sub/adapter.bin": _rand(300_000, 3),
+    "model-00001-of-00002.safetensors": random_bytes(5_000_000, 1),
+    "model-00002-of-00002.safetensors": random_bytes(2_000_000, 2),
+    "sub/adapter.bin": random_bytes(300_000, 3),
     "config.json": b'{"model_type": "llama"}\n',
     "README.md": b"# served\n",
 }
-DATA = {"data/train.bin": _rand(400_000, 4), "README.md": b"# data\n"}
+DATA = {"data/train.bin": random_bytes(400_000, 4), "README.md": b"# data\n"}
 
 
 @pytest.fixture(scope="module")
@@ -64,33 +58,6 @@ def env(served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, st
     for key in ENV_KEYS:
         monkeypatch.setenv(key, env[key])
     return env
-
-
-def hubget(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "hubget", *args], env=env, capture_output=True, text=True, timeout=180
-    )
-
-
-def tree(root: Path) -> dict[str, bytes]:
-    return {
-        p.relative_to(root).as_posix(): p.read_bytes()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and ".git" not in p.relative_to(root).parts
-    }
-
-
-def du(path: Path) -> int:
-    out = subprocess.run(
-        ["du", "-s", "--block-size=1", str(path)], capture_output=True, text=True, check=True
-    )
-    return int(out.stdout.split()[0])
-
-
-def assert_git_clean(path: Path, env: dict[str, str]) -> None:
-    assert git(["status", "--porcelain"], env=env, cwd=path) == ""
-    fsck = subprocess.run(["git", "lfs", "fsck"], cwd=path, env=env, capture_output=True, text=True)
-    assert fsck.returncode == 0 and "fsck OK" in fsck.stdout, fsck.stdout + fsck.stderr
 
 
 def source_files(root: Path, rel: str) -> dict[str, bytes]:

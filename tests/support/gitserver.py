@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -322,3 +324,40 @@ class GitLfsServer:
             lfs_files={k: v for k, v in all_files.items() if k in lfs_names},
             files=all_files,
         )
+
+
+# -- helpers shared by the clone tests ---------------------------------------------------------
+
+
+def random_bytes(n: int, seed: int) -> bytes:
+    return random.Random(seed).randbytes(n)
+
+
+def hubget(args: list[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real `hubget` CLI."""
+    return subprocess.run(
+        [sys.executable, "-m", "hubget", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=180
+    )
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """Every work-tree file (outside .git) by its path."""
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and ".git" not in p.relative_to(root).parts
+    }
+
+
+def du(path: Path) -> int:
+    out = subprocess.run(
+        ["du", "-s", "--block-size=1", str(path)], capture_output=True, text=True, check=True
+    )
+    return int(out.stdout.split()[0])
+
+
+def assert_git_clean(path: Path, env: dict[str, str]) -> None:
+    assert git(["status", "--porcelain"], env=env, cwd=path) == ""
+    fsck = subprocess.run(["git", "lfs", "fsck"], cwd=path, env=env, capture_output=True, text=True)
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+    assert "fsck OK" in fsck.stdout
