@@ -328,8 +328,8 @@ def redirect(location: str | Callable[[Request], str], code: int = 302) -> Step:
     return step
 
 
-def _partial(conn: Conn, req: Request, blob: bytes, after: int) -> None:
-    """Headers of a correct answer, then only ``after`` bytes of its body."""
+def _correct_head(conn: Conn, req: Request, blob: bytes) -> tuple[int, int]:
+    """Send the headers of a correct answer (206 for a satisfiable Range); return the body's span."""
     size = len(blob)
     headers = _blob_headers(conn, req)
     rng = _range(req, size)
@@ -340,6 +340,12 @@ def _partial(conn: Conn, req: Request, blob: bytes, after: int) -> None:
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     headers["Content-Length"] = str(end - start)
     conn.head(code, headers)
+    return start, end
+
+
+def _partial(conn: Conn, req: Request, blob: bytes, after: int) -> None:
+    """Headers of a correct answer, then only ``after`` bytes of its body."""
+    start, end = _correct_head(conn, req, blob)
     conn.send(blob[start : min(end, start + after)])
 
 
@@ -494,16 +500,7 @@ def drip(interval: float = 0.2, nbytes: int = 1) -> Step:
     read timeout, yet far too slow to ever finish."""
 
     def step(conn: Conn, req: Request, blob: bytes) -> bool:
-        size = len(blob)
-        headers = _blob_headers(conn, req)
-        rng = _range(req, size)
-        start, end, code = 0, size, 200
-        if rng is not None and rng[0] < size:
-            start, end = rng
-            code = 206
-            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
-        headers["Content-Length"] = str(end - start)
-        conn.head(code, headers)
+        start, end = _correct_head(conn, req, blob)
         pos = start
         while pos < end:
             conn.send(blob[pos : pos + nbytes])
