@@ -3,7 +3,7 @@
 Two `hubget serve` instances hold the same model: one answers as the Hugging Face endpoint
 (``org/model``), the other as ModelScope under another id (``OrgCN/model``). Each sits behind a
 proxy that caps its *total* rate (a mirror's or a hub's uplink), one faster than the other. Three
-runs of ``hubget.sources.auto.fetch_auto``, each into a fresh cache, each file's sha256 verified:
+runs of ``hubget.api.auto.fetch_auto``, each into a fresh cache, each file's sha256 verified:
 
   hf alone          --source auto without ModelScope
   modelscope alone  the HF endpoint refused, the mapping names the ModelScope repo
@@ -34,8 +34,8 @@ from tests.support.hubserver import hub_server
 from tests.support.proxy import CountingProxy
 from tests.support.repos import write_folder_repo
 
+from hubget.api.auto import fetch_auto
 from hubget.models import RepoRef
-from hubget.sources.auto import fetch_auto
 
 MB = 1_000_000
 MiB = 1024 * 1024

@@ -22,8 +22,8 @@ _LAZY = {
     "unpatch_transformers": "hubget.integrations.transformers",
     "clone": "hubget.gitclone",
     "pull": "hubget.gitclone",
-    "modelscope_snapshot_download": "hubget.modelscope_api",
-    "modelscope_file_download": "hubget.modelscope_api",
+    "modelscope_snapshot_download": "hubget.api.modelscope",
+    "modelscope_file_download": "hubget.api.modelscope",
 }
 
 

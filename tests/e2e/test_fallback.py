@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from hubget.api.auto import fetch_auto
 from hubget.models import RepoRef
-from hubget.sources.auto import fetch_auto
 from hubget.transfer.jobs import ProgressSink
 from tests.support.hubserver import _wait_for_url, hub_server
 from tests.support.proxy import counting_proxy

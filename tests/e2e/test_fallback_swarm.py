@@ -112,8 +112,8 @@ def test_fails_only_when_no_source_can_serve(tmp_path):
 
 
 def test_a_mirror_listing_the_right_hash_but_serving_other_bytes_cannot_spoil_the_file(tmp_path):
+    from hubget.api.auto import fetch_auto
     from hubget.models import RepoRef
-    from hubget.sources.auto import fetch_auto
     from tests.support.fakehub import FakeHfRepo
 
     files = {"w.safetensors": DATA, "config.json": b"{}"}

@@ -18,9 +18,9 @@ import pytest
 
 import hubget
 from hubget.api import fetch_snapshot
+from hubget.api.modelscope import modelscope_file_download, modelscope_snapshot_download
 from hubget.errors import IntegrityError
 from hubget.models import RepoRef
-from hubget.modelscope_api import modelscope_file_download, modelscope_snapshot_download
 from tests.support.hubserver import hub_server
 from tests.support.proxy import counting_proxy
 from tests.support.repos import llm_repo_files, sha256_hex, write_folder_repo
@@ -107,7 +107,7 @@ def test_sdk_reads_what_hubget_placed_with_the_server_stopped(root: Path, tmp_pa
 
 
 def test_second_run_and_sdk_placed_files_fetch_nothing(url: str, tmp_path: Path) -> None:
-    from hubget.modelscope_api import modelscope_source_and_layout
+    from hubget.api.modelscope import modelscope_source_and_layout
 
     cache = tmp_path / "cache"
     env = {**os.environ, **ENV, "MODELSCOPE_CACHE": str(cache)}
@@ -148,7 +148,7 @@ def test_legacy_cache_is_reused(url: str, tmp_path: Path) -> None:
 
 
 def test_sha256_mismatch_leaves_nothing_at_the_final_path(url: str, tmp_path: Path) -> None:
-    from hubget.modelscope_api import modelscope_source_and_layout
+    from hubget.api.modelscope import modelscope_source_and_layout
 
     source, layout, ref = modelscope_source_and_layout("org/llm", endpoint=url, cache_dir=tmp_path)
     snap = source.resolve(ref)

@@ -8,8 +8,8 @@ import pytest
 
 from hubget.errors import UsageError
 from hubget.models import RemoteFile, RepoRef, Snapshot
-from hubget.sources.auto import model_match, same_bytes
 from hubget.sources.idmap import BUILTIN_ORG, BUILTIN_PAIR, EXPLICIT, SAME_ID, USER_FILE, IdMap
+from hubget.sources.matching import model_match, same_bytes
 
 
 def ids(cands) -> list[tuple[str, str]]:

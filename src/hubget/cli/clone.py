@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from hubget.cli.progress import human_bytes, make_progress
 from hubget.gitclone import FetchOptions, FetchReport, LinkMode
 from hubget.gitclone.pointers import split_patterns
+from hubget.progress import human_bytes, make_progress
 
 IncludeOpt = Annotated[
     list[str] | None,

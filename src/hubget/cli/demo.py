@@ -13,8 +13,8 @@ from typing import Annotated
 
 import typer
 
-from hubget.cli.progress import human_bytes, make_progress
 from hubget.errors import HubgetError
+from hubget.progress import human_bytes, make_progress
 
 REPO_ID = "demo-org/demo-chat-7b"
 

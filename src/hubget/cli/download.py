@@ -10,9 +10,9 @@ from typing import Annotated, Any
 import typer
 
 from hubget.api import FetchReport, check_repo_type, fetch_snapshot, hf_layout, offline_snapshot
-from hubget.cli.progress import human_bytes, make_progress
 from hubget.errors import UsageError
 from hubget.models import RepoRef
+from hubget.progress import human_bytes, make_progress
 from hubget.transfer.jobs import ProgressSink
 
 
@@ -115,7 +115,7 @@ def download(
         src = HfSource(endpoint, token)
         layout = hf_layout(ref, cache_dir, local_dir)
     elif source == "modelscope":
-        from hubget.modelscope_api import modelscope_source_and_layout
+        from hubget.api.modelscope import modelscope_source_and_layout
 
         src, layout, ref = modelscope_source_and_layout(
             repo_id,
@@ -153,7 +153,7 @@ def _download_auto(
     ref: RepoRef, *, dry_run: bool, json_output: bool, progress: ProgressSink, **kw: Any
 ) -> None:
     from hubget import config
-    from hubget.sources.auto import fetch_auto
+    from hubget.api.auto import fetch_auto
 
     if config.hf_offline() and not dry_run:
         _print_result(offline_snapshot(ref, kw["cache_dir"], kw["local_dir"]), None, json_output)
@@ -192,7 +192,7 @@ def _download_auto(
 
 def _served_by(report: FetchReport) -> dict[str, list[str]]:
     """Per file, the origins that serve it (the first one is the listing's own)."""
-    from hubget.sources.auto import origin
+    from hubget.transfer.http import origin_url as origin
 
     return {f.path: [origin(u) for u in [f.url, *f.extra_urls]] for f in report.snapshot.files}
 

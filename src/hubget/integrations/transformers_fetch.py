@@ -128,7 +128,7 @@ class Repo:
 
     def fetch(self, paths: list[str]) -> Path:
         from hubget.api import fetch_snapshot
-        from hubget.cli.progress import make_progress
+        from hubget.progress import make_progress
 
         report = fetch_snapshot(
             self.source,

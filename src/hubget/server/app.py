@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hmac
-import importlib
-import importlib.util
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterable
@@ -19,19 +17,12 @@ from pathlib import Path
 
 from aiohttp import web
 
+from hubget.server import git_routes, hf_routes, ms_routes
 from hubget.server.connections import GuardedAppRunner, ServerLimits
+from hubget.server.keys import PAGE_SIZE_KEY, STORE_KEY, TOKENS_KEY
 from hubget.server.store import Store
 
-STORE_KEY: web.AppKey[Store] = web.AppKey("hubget_store", Store)
-TOKENS_KEY: web.AppKey[frozenset[str]] = web.AppKey("hubget_tokens", frozenset)
-PAGE_SIZE_KEY: web.AppKey[int] = web.AppKey("hubget_page_size", int)
-
-# Route modules, registered in this order; a module that is not there is skipped.
-ROUTE_MODULES: tuple[str, ...] = (
-    "hubget.server.hf_routes",
-    "hubget.server.git_routes",
-    "hubget.server.ms_routes",
-)
+__all__ = ["PAGE_SIZE_KEY", "STORE_KEY", "TOKENS_KEY", "create_app", "runner_for", "serve_forever"]
 DEFAULT_PAGE_SIZE = 1000
 
 # Limits against abusive clients: header sizes and request bodies (time limits and the connection cap
@@ -117,9 +108,8 @@ def create_app(
         store.close()
 
     app.on_cleanup.append(close_store)
-    for name in ROUTE_MODULES:
-        if importlib.util.find_spec(name) is not None:
-            importlib.import_module(name).setup(app, store)
+    for routes in (hf_routes, git_routes, ms_routes):  # registered in this order
+        routes.setup(app, store)
     return app
 
 

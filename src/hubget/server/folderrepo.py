@@ -19,7 +19,7 @@ from pathlib import Path
 from hubget.errors import EntryNotFoundError, RevisionNotFoundError
 from hubget.models import RepoType
 from hubget.server.hashcache import HashCache
-from hubget.server.store import CACHE_DIR_NAME, Body, Entry, Ref, Repo, check_revision, lfs_pointer
+from hubget.server.repo import CACHE_DIR_NAME, Body, Entry, Ref, Repo, check_revision, lfs_pointer
 
 LFS_SIZE_THRESHOLD = 10 * 1024 * 1024
 # The patterns of the .gitattributes the Hugging Face Hub puts in every new repo.

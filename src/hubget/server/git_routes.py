@@ -27,8 +27,9 @@ from aiohttp import web
 
 from hubget.errors import HubgetError, NotFoundError, RepoNotFoundError
 from hubget.models import RepoType
+from hubget.server.repo import Body, Repo
 from hubget.server.sender import send_body
-from hubget.server.store import Body, Repo, Store
+from hubget.server.store import Store
 
 LFS_MEDIA_TYPE = "application/vnd.git-lfs+json"
 URL_PREFIX: dict[str, str] = {"dataset": "/datasets", "space": "/spaces", "model": ""}

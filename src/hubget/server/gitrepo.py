@@ -15,7 +15,7 @@ from pathlib import Path
 
 from hubget.errors import EntryNotFoundError, HubgetError, RevisionNotFoundError
 from hubget.models import RepoType
-from hubget.server.store import Body, CommitInfo, Entry, Ref, Repo, check_revision
+from hubget.server.repo import Body, CommitInfo, Entry, Ref, Repo, check_revision
 
 POINTER_MAX_SIZE = 1024  # git-lfs never treats a larger blob as a pointer
 _POINTER = re.compile(

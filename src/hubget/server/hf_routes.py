@@ -21,9 +21,10 @@ from aiohttp import web
 from hubget.errors import EntryNotFoundError, HubgetError, RepoNotFoundError, RevisionNotFoundError
 from hubget.models import RepoType
 from hubget.paths import safe_relpath
-from hubget.server.app import PAGE_SIZE_KEY, STORE_KEY
+from hubget.server.keys import PAGE_SIZE_KEY, STORE_KEY
+from hubget.server.repo import Entry, Repo
 from hubget.server.sender import send_body
-from hubget.server.store import Entry, Repo, Store
+from hubget.server.store import Store
 
 EXECUTOR_KEY: web.AppKey[ThreadPoolExecutor] = web.AppKey("hubget_executor", ThreadPoolExecutor)
 KINDS: dict[str, RepoType] = {"models": "model", "datasets": "dataset", "spaces": "space"}

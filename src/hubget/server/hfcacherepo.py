@@ -16,7 +16,7 @@ from hubget.models import RepoType
 from hubget.paths import join_inside
 from hubget.server.folderrepo import lfs_patterns, make_entry, pointer_sha1
 from hubget.server.hashcache import HashCache
-from hubget.server.store import Body, Entry, Ref, Repo, check_revision
+from hubget.server.repo import Body, Entry, Ref, Repo, check_revision
 
 _SHA1 = re.compile(r"^[0-9a-f]{40}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")

@@ -26,8 +26,9 @@ from hubget.errors import EntryNotFoundError, HubgetError, RepoNotFoundError, Re
 from hubget.hashing import READ_BLOCK
 from hubget.models import RepoType
 from hubget.server.gitrepo import blob_command
+from hubget.server.repo import Body, Entry, Repo
 from hubget.server.sender import send_body
-from hubget.server.store import Body, Entry, Repo, Store
+from hubget.server.store import Store
 
 DEFAULT_REVISION = "master"
 LISTING_CAP_KEY: web.AppKey[int] = web.AppKey("hubget_ms_listing_cap", int)

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from hubget.server.gitrepo import blob_command
 from hubget.server.ranges import RangePlan, if_none_match, plan_ranges
-from hubget.server.store import Body
+from hubget.server.repo import Body
 
 CHUNK = 1024 * 1024
 CONTENT_TYPE = "application/octet-stream"

@@ -5,7 +5,7 @@ No hub API maps ids between the two hubs, and many differ (``internlm/internlm2-
 from an explicit ``--modelscope-id``, the user's mapping file (``--mapping-file`` or
 ``HUBGET_ID_MAP``: JSON ``{"hf_org/name": "ms_owner/name", "hf_org/*": "ms_owner/*"}``), the
 built-in table (``idmap_table``) and, last, the same id. A candidate is only a claim: the caller
-proves it by hashes (``hubget.sources.auto``) or, when it cannot, says that it trusts the claim.
+proves it by hashes (``hubget.api.auto``) or, when it cannot, says that it trusts the claim.
 """
 
 from __future__ import annotations

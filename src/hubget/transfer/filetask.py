@@ -19,10 +19,9 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from hubget.errors import DiskError, IntegrityError
-from hubget.transfer.http import DEFAULT_SENSITIVE, origin_of
+from hubget.transfer.http import DEFAULT_SENSITIVE, origin_of, origin_url
 from hubget.transfer.jobs import FileJob
 from hubget.transfer.partial import PartialState, discard, load_state, save_state, state_path
 from hubget.transfer.ranges import IntervalSet
@@ -191,7 +190,7 @@ class FileTask:
         self.bad_answers = 0
         self.dirty = 0
         self.last_save = time.monotonic()
-        # Rate measurement for widening (Engine._widen): since when, from which byte count, and
+        # Rate measurement for widening (Scheduler.widen): since when, from which byte count, and
         # the rate measured when the file last got more connections (0: never).
         self.mark_time = time.monotonic()
         self.mark_bytes = 0
@@ -275,8 +274,7 @@ class FileTask:
 
     @staticmethod
     def origin_label(url: str) -> str:
-        parts = urlsplit(url)
-        return f"{parts.scheme}://{parts.netloc}"
+        return origin_url(url)
 
     # -- opening --------------------------------------------------------------------------
 
@@ -470,6 +468,14 @@ class FileTask:
         """This task writes no more (closed, or its engine run is over): its partial may be taken over."""
         with _live_lock:
             _live_owners.discard(self.owner)
+
+    def stop_hasher(self, timeout: float | None = None) -> None:
+        """Wake the hasher thread so it sees the file is no longer active, and wait for it."""
+        thread = self.hash_thread
+        if thread is not None and thread is not threading.current_thread():
+            self.hash_wake.set()
+            thread.join(timeout)
+            self.hash_thread = None
 
     # -- finishing ------------------------------------------------------------------------
 

@@ -63,6 +63,12 @@ def origin_of(url: str) -> tuple[str, str, int]:
     return scheme, host, port
 
 
+def origin_url(url: str) -> str:
+    """``scheme://host:port`` of ``url``, as written: the key bytes are counted per source under."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 def host_of(url: str) -> str:
     parts = urlsplit(url)
     return parts.netloc or url

@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hubget.api.targets import modelscope_layout
 from hubget.errors import OfflineError, UsageError
 from hubget.layouts.base import Layout
-from hubget.layouts.ms_cache import MsCacheLayout, MsLocalDirLayout, cached_folder
+from hubget.layouts.ms_cache import cached_folder
 from hubget.models import RepoRef, Snapshot
 from hubget.paths import safe_relpath
 from hubget.sources.modelscope import ModelScopeSource
@@ -40,15 +41,6 @@ def _ref(model_id: str | None, repo_id: str | None, repo_type: str | None, revis
     if repo_type not in ("model", "dataset"):
         raise UsageError(f"ModelScope repo_type must be model or dataset, not {repo_type!r}")
     return RepoRef(effective, repo_type, revision)  # type: ignore[arg-type]
-
-
-def modelscope_layout(
-    ref: RepoRef, cache_dir: str | Path | None = None, local_dir: str | Path | None = None
-) -> Layout:
-    """The layout `hubget download --source modelscope` writes with (cache, or ``local_dir``)."""
-    if local_dir is not None:
-        return MsLocalDirLayout(ref, local_dir, cache_dir)
-    return MsCacheLayout(ref, cache_dir)
 
 
 def modelscope_source_and_layout(
@@ -91,7 +83,7 @@ def modelscope_snapshot_download(
     ref = _ref(model_id, repo_id, repo_type, revision)
     if local_files_only:
         return str(cached_folder(ref, cache_dir, local_dir))
-    from hubget.api import fetch_snapshot
+    from hubget.api.pipeline import fetch_snapshot
 
     report = fetch_snapshot(
         ModelScopeSource(endpoint, token),
@@ -135,7 +127,7 @@ def modelscope_file_download(
         if not path.is_file():
             raise OfflineError(f"offline mode: {file_path} of {ref.repo_id} is not in the cache")
         return str(path)
-    from hubget.api import fetch_snapshot
+    from hubget.api.pipeline import fetch_snapshot
 
     source = ModelScopeSource(endpoint, token)
     layout = modelscope_layout(ref, cache_dir, local_dir)

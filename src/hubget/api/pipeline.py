@@ -1,7 +1,7 @@
-"""The façade: options -> source -> plan -> engine -> layout.
+"""The pipeline every entry point runs: source -> plan -> engine -> layout.
 
-``fetch_snapshot`` is the one pipeline every entry point (HF, ModelScope, from_pretrained, CLI)
-runs; ``snapshot_download`` and ``hf_hub_download`` mirror huggingface_hub's signatures.
+``fetch_snapshot`` resolves a repo on a source, works out what the layout lacks, has the engine
+fetch it (one lock per blob against other processes) and commits every verified file.
 """
 
 from __future__ import annotations
@@ -14,14 +14,11 @@ from typing import Any
 
 from filelock import FileLock
 
-from hubget import config
-from hubget.errors import EntryNotFoundError, OfflineError, UsageError
+from hubget.errors import EntryNotFoundError
 from hubget.filters import filter_paths
 from hubget.layouts.base import Layout
-from hubget.layouts.hf_cache import HfCacheLayout
-from hubget.layouts.local_dir import LocalDirLayout
 from hubget.layouts.locks import try_lock, wait_lock
-from hubget.models import REPO_TYPES, RemoteFile, RepoRef, Snapshot
+from hubget.models import RemoteFile, RepoRef, Snapshot
 from hubget.sources.base import Source
 from hubget.transfer.jobs import FileJob, ProgressSink
 
@@ -193,159 +190,3 @@ def _download(
         if result := by_label.get(f.path):
             statuses[f.path].bytes_fetched = result.bytes_fetched
             statuses[f.path].sources = dict(result.sources)
-
-
-# -- Hugging Face drop-ins -------------------------------------------------------------------
-
-
-def check_repo_type(repo_type: str | None) -> str:
-    repo_type = repo_type or "model"
-    if repo_type not in REPO_TYPES:
-        raise UsageError(f"repo_type must be one of {', '.join(REPO_TYPES)}, not {repo_type!r}")
-    return repo_type
-
-
-def hf_layout(ref: RepoRef, cache_dir: str | Path | None, local_dir: str | Path | None) -> Layout:
-    return LocalDirLayout(local_dir) if local_dir else HfCacheLayout(ref, cache_dir)
-
-
-def offline_snapshot(ref: RepoRef, cache_dir: str | Path | None, local_dir: str | Path | None) -> Path:
-    if local_dir:
-        if Path(local_dir).is_dir():
-            return Path(local_dir)
-        raise OfflineError(f"offline mode: {local_dir} does not exist")
-    layout = HfCacheLayout(ref, cache_dir)
-    commit = layout.cached_commit(ref.revision)
-    if commit and layout.snapshot_dir(commit).is_dir():
-        return layout.snapshot_dir(commit)
-    raise OfflineError(
-        f"offline mode: {ref.repo_id}@{ref.revision or 'main'} is not in the cache {layout.cache_dir}"
-    )
-
-
-def snapshot_download(
-    repo_id: str,
-    *,
-    repo_type: str | None = None,
-    revision: str | None = None,
-    endpoint: str | None = None,
-    cache_dir: str | Path | None = None,
-    local_dir: str | Path | None = None,
-    allow_patterns: str | list[str] | None = None,
-    ignore_patterns: str | list[str] | None = None,
-    max_workers: int = 8,
-    connections: int = 8,
-    token: str | bool | None = None,
-    local_files_only: bool = False,
-    source: str = "hf",
-    progress: ProgressSink | None = None,
-    modelscope_id: str | None = None,
-    mapping_file: str | Path | None = None,
-    **_ignored: Any,
-) -> str:
-    """Download a whole repo (or the files the patterns select); return the snapshot folder
-    (or ``local_dir``). Same meaning as ``huggingface_hub.snapshot_download``.
-
-    ``source="auto"`` asks the Hugging Face endpoint, the mirrors and ModelScope at once and takes
-    each file from every source that serves the same bytes (``hubget.sources.auto``);
-    ``modelscope_id`` and ``mapping_file`` name the repo on ModelScope when its id differs."""
-    if source == "modelscope":
-        from hubget.modelscope_api import modelscope_snapshot_download
-
-        return modelscope_snapshot_download(
-            repo_id,
-            revision=revision,
-            cache_dir=cache_dir,
-            local_dir=local_dir,
-            allow_patterns=allow_patterns,
-            ignore_patterns=ignore_patterns,
-            max_workers=max_workers,
-            repo_type=repo_type,
-            local_files_only=local_files_only,
-            token=token if isinstance(token, str) else None,
-            endpoint=endpoint,
-        )
-    if source not in ("hf", "huggingface", "auto"):
-        raise UsageError(f"unknown source {source!r} (hf, modelscope or auto)")
-    ref = RepoRef(repo_id, check_repo_type(repo_type), revision)  # type: ignore[arg-type]
-    if local_files_only or config.hf_offline():
-        return str(offline_snapshot(ref, cache_dir, local_dir))
-    if source == "auto":
-        from hubget.sources.auto import fetch_auto
-
-        _, auto_report = fetch_auto(
-            ref,
-            endpoint=endpoint,
-            token=token,
-            cache_dir=cache_dir,
-            local_dir=local_dir,
-            allow_patterns=allow_patterns,
-            ignore_patterns=ignore_patterns,
-            max_workers=max_workers,
-            connections=connections,
-            progress=progress,
-            modelscope_id=modelscope_id,
-            mapping_file=mapping_file,
-        )
-        return str(auto_report.path)
-    from hubget.sources.huggingface import HfSource
-
-    report = fetch_snapshot(
-        HfSource(endpoint, token),
-        ref,
-        hf_layout(ref, cache_dir, local_dir),
-        allow_patterns=allow_patterns,
-        ignore_patterns=ignore_patterns,
-        max_workers=max_workers,
-        connections=connections,
-        progress=progress,
-    )
-    return str(report.path)
-
-
-def hf_hub_download(
-    repo_id: str,
-    filename: str,
-    *,
-    subfolder: str | None = None,
-    repo_type: str | None = None,
-    revision: str | None = None,
-    endpoint: str | None = None,
-    cache_dir: str | Path | None = None,
-    local_dir: str | Path | None = None,
-    token: str | bool | None = None,
-    local_files_only: bool = False,
-    connections: int = 8,
-    progress: ProgressSink | None = None,
-    **_ignored: Any,
-) -> str:
-    """Download one file; return its local path. Same meaning as ``huggingface_hub.hf_hub_download``."""
-    if subfolder:
-        filename = f"{subfolder.strip('/')}/{filename}"
-    ref = RepoRef(repo_id, check_repo_type(repo_type), revision)  # type: ignore[arg-type]
-    if local_files_only or config.hf_offline():
-        path = offline_snapshot(ref, cache_dir, local_dir) / filename
-        if not path.exists():
-            raise OfflineError(f"offline mode: {filename} of {repo_id} is not in the cache")
-        return str(path)
-    from hubget.sources.huggingface import HfSource
-
-    source = HfSource(endpoint, token)
-    layout = hf_layout(ref, cache_dir, local_dir)
-    try:
-        info, commit = source.head(ref, filename)
-    except EntryNotFoundError:
-        if isinstance(layout, HfCacheLayout):
-            with contextlib.suppress(Exception):
-                commit, _ = source.resolve_commit(ref)
-                layout.mark_missing(commit, filename)
-        raise
-    snapshot = Snapshot(ref, commit, [info], source.name, source.endpoint)
-    report = fetch_snapshot(
-        source, ref, layout, connections=connections, progress=progress, snapshot=snapshot
-    )
-    return (
-        str(report.path / filename)
-        if isinstance(layout, HfCacheLayout)
-        else str(layout.target(snapshot, info))
-    )

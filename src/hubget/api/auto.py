@@ -21,28 +21,27 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from typing import Any
 
 from hubget import config
+from hubget.api.pipeline import FetchReport, fetch_snapshot
+from hubget.api.targets import hf_layout, modelscope_layout
 from hubget.errors import HubgetError, IntegrityError, NetworkError, NotFoundError, UsageError
 from hubget.layouts.base import Layout
 from hubget.models import RemoteFile, RepoRef, Snapshot
+from hubget.sources.huggingface import HfSource
 from hubget.sources.idmap import Candidate, IdMap
+from hubget.sources.matching import model_match, same_bytes
+from hubget.sources.modelscope import ModelScopeSource
+from hubget.transfer.http import HttpClient, origin_url
 from hubget.transfer.jobs import ProgressSink
-
-if TYPE_CHECKING:
-    from hubget.api import FetchReport
 
 HUGGINGFACE = "huggingface"
 MIRROR = "mirror"
 MODELSCOPE = "modelscope"
 
 
-def origin(url: str) -> str:
-    """``scheme://host:port``, the key the engine reports bytes per source under."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
+origin = origin_url  # ``scheme://host:port``, the key the engine reports bytes per source under
 
 
 @dataclass
@@ -119,9 +118,7 @@ class AutoPlan:
 # -- probing ------------------------------------------------------------------------------
 
 
-def _probe_client(timeout: float) -> Any:
-    from hubget.transfer.http import HttpClient
-
+def _probe_client(timeout: float) -> HttpClient:
     # One quick retry for a transient 5xx; a refused or silent host fails within the deadline.
     return HttpClient(connect_timeout=min(3.0, timeout), read_timeout=timeout, retries=1, backoff_max=0.5)
 
@@ -163,41 +160,6 @@ def _run_probes(probes: list[Probe], make_source: Callable[[Probe], Any], timeou
                 probe.snapshot = None
 
 
-# -- matching -----------------------------------------------------------------------------
-
-
-def same_bytes(a: RemoteFile, b: RemoteFile) -> bool:
-    """True when two listings describe the same content: same size and an equal hash of one kind."""
-    if a.size is None or a.size != b.size:
-        return False
-    if a.sha256 and b.sha256:
-        return a.sha256.lower() == b.sha256.lower()
-    if a.git_sha1 and b.git_sha1:
-        return a.git_sha1.lower() == b.git_sha1.lower()
-    return False  # no hash both sides give: nothing proves the bytes are the same
-
-
-def weight_files(snapshot: Snapshot) -> list[RemoteFile]:
-    """The files the hub describes by sha256 (LFS: weights, tokenizer models, ...)."""
-    return [f for f in snapshot.files if f.sha256]
-
-
-def model_match(reference: Snapshot, other: Snapshot) -> tuple[bool, str]:
-    """Whether ``other`` holds the same model as ``reference``: every weight file present with the
-    same size and sha256. Returns the verdict in words."""
-    weights = weight_files(reference)
-    if not weights:
-        return False, "nothing to compare: the reference lists no file with a sha256"
-    theirs = other.by_path()
-    missing = [f.path for f in weights if f.path not in theirs]
-    if missing:
-        return False, f"lacks {len(missing)} weight file(s), e.g. {missing[0]}"
-    differ = [f.path for f in weights if not same_bytes(f, theirs[f.path])]
-    if differ:
-        return False, f"different bytes (sha256 or size) for {len(differ)} weight file(s), e.g. {differ[0]}"
-    return True, f"same sha256 and size for all {len(weights)} weight file(s)"
-
-
 # -- the plan -----------------------------------------------------------------------------
 
 
@@ -216,9 +178,6 @@ def plan_auto(
     say: Callable[[str], None] | None = None,
 ) -> AutoPlan:
     """Probe every source and decide which serves which file. Raises when none can serve the repo."""
-    from hubget.sources.huggingface import HfSource
-    from hubget.sources.modelscope import ModelScopeSource
-
     say = say or (lambda _text: None)
     timeout = probe_timeout if probe_timeout is not None else config.probe_timeout()
     hf_endpoint = (endpoint or config.hf_endpoint()).rstrip("/")
@@ -368,11 +327,7 @@ def auto_layout(plan: AutoPlan, cache_dir: str | Path | None, local_dir: str | P
     substitute has no Hugging Face commit or etags to name HF cache entries by, so it goes to the
     ModelScope cache (or local_dir) under its own id."""
     if plan.substitution is None:
-        from hubget.api import hf_layout
-
         return hf_layout(plan.ref, cache_dir, local_dir)
-    from hubget.modelscope_api import modelscope_layout
-
     return modelscope_layout(plan.ref, cache_dir, local_dir)
 
 
@@ -409,8 +364,6 @@ def fetch_auto(
     A file whose bytes, gathered from several sources, fail verification is fetched again from one
     source at a time: a source that lists the right hash but serves other bytes cannot spoil it.
     """
-    from hubget.api import fetch_snapshot
-
     say = progress.message if progress is not None else None
     plan = plan_auto(
         ref,
@@ -457,8 +410,6 @@ def fetch_auto(
 def _one_source_at_a_time(
     plan: AutoPlan, layout: Layout, options: dict[str, Any], error: IntegrityError, say: Callable[[str], None]
 ) -> FetchReport:
-    from hubget.api import fetch_snapshot
-
     if not any(f.extra_urls for f in plan.snapshot.files):
         raise error
     rounds = max(1 + len(f.extra_urls) for f in plan.snapshot.files)
