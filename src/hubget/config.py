@@ -138,6 +138,11 @@ def retry_after_cap() -> float:
     return _number("HUBGET_RETRY_AFTER_CAP", 60.0, 0)
 
 
+def rate_limit_wait() -> float:
+    """Seconds one request may spend waiting out a server's rate limit (429) before it fails."""
+    return _number("HUBGET_RATE_LIMIT_WAIT", 900.0, 0)
+
+
 def stall_timeout() -> float:
     """Seconds a file body may be silent, and the window over which ``min_speed`` is measured."""
     return _number("HUBGET_STALL_TIMEOUT", 30.0, 0.001)

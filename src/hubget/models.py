@@ -32,6 +32,8 @@ class RemoteFile:
     git_sha1: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     extra_urls: list[str] = field(default_factory=list)  # other sources serving the same bytes
+    xet_hash: str | None = None  # the Xet content hash, for a Xet-backed file (fetched over HTTP here)
+    rate_bucket: str | None = None  # the hub's rate-limit bucket that requests to ``url`` count against
 
     @property
     def etag(self) -> str:

@@ -93,6 +93,7 @@ def _job(layout: Layout, snapshot: Snapshot, file: RemoteFile) -> FileJob:
         # A hub's resolve URL redirects to a freshly signed CDN URL on every request: when a
         # signature expires mid-download (403/410 from the CDN), asking the hub again is the fix.
         refresh=lambda job: (file.url, dict(file.headers)),
+        rate_bucket=file.rate_bucket,
     )
 
 

@@ -58,6 +58,16 @@ def download(
     ] = None,
     max_workers: Annotated[int, typer.Option(min=1, max=256, help="Files downloaded at once.")] = 8,
     connections: Annotated[int, typer.Option(min=1, max=64, help="Connections per large file.")] = 8,
+    max_connections: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=512,
+            envvar="HUBGET_MAX_CONNECTIONS",
+            help="Connections of the whole run, all files together (default: 64, or workers x "
+            "connections when fewer). Files get more ranges while connections are slow and some are free.",
+        ),
+    ] = None,
     token: Annotated[
         str | None, typer.Option(help="Access token (default: HF_TOKEN or the saved token).")
     ] = None,
@@ -83,6 +93,7 @@ def download(
     """
     ref = RepoRef(repo_id, check_repo_type(repo_type), revision)  # type: ignore[arg-type]
     progress = make_progress(quiet, json_output)
+    engine_options = {"max_connections": max_connections} if max_connections else None
     if source == "auto":
         _download_auto(
             ref,
@@ -101,6 +112,7 @@ def download(
             quiet=quiet,
             modelscope_id=modelscope_id,
             mapping_file=mapping_file,
+            engine_options=engine_options,
         )
         return
     if modelscope_id or mapping_file:
@@ -140,6 +152,7 @@ def download(
             connections=connections,
             progress=progress,
             dry_run=dry_run,
+            engine_options=engine_options,
         )
     finally:
         progress.end()
@@ -174,6 +187,7 @@ def _download_auto(
             dry_run=dry_run,
             modelscope_id=kw["modelscope_id"],
             mapping_file=kw["mapping_file"],
+            engine_options=kw["engine_options"],
         )
     finally:
         progress.end()
@@ -199,6 +213,7 @@ def _served_by(report: FetchReport) -> dict[str, list[str]]:
 
 def _report_json(report: FetchReport) -> dict[str, object]:
     served = _served_by(report)
+    listed = report.snapshot.by_path()
     return {
         "repo_id": report.snapshot.ref.repo_id,
         "repo_type": report.snapshot.ref.repo_type,
@@ -215,6 +230,7 @@ def _report_json(report: FetchReport) -> dict[str, object]:
                 "bytes_fetched": f.bytes_fetched,
                 "sources": f.sources,
                 "served_by": served.get(f.path, []),
+                "xet_hash": listed[f.path].xet_hash if f.path in listed else None,
             }
             for f in report.files
         ],
@@ -231,14 +247,22 @@ def _print_plan(report: FetchReport, json_output: bool, extra: dict[str, object]
         print(f"  substitute: {extra['notes'][-1]}")  # type: ignore[index]
     served = _served_by(report)
     several = any(len(v) > 1 for v in served.values())
+    listed = snap.by_path()
+    xet = {f.path for f in report.files if f.path in listed and listed[f.path].xet_hash}
     for f in report.files:
         state = "present" if f.present else "missing"
         where = f"  <- {', '.join(served.get(f.path, []))}" if several or extra else ""
-        print(f"  {human_bytes(f.size):>10}  {state:8}  {f.path}{where}")
+        mark = "xet" if f.path in xet else ""
+        print(f"  {human_bytes(f.size):>10}  {state:8}  {mark:3}  {f.path}{where}")
     print(
         f"{len(report.files)} file(s), {human_bytes(report.total_bytes)} in all, "
         f"{human_bytes(report.missing_bytes)} to download"
     )
+    if xet:
+        print(
+            f"{len(xet)} file(s) Xet-backed (xet): fetched over the hub's HTTP bridge, "
+            "verified by sha256 like any other"
+        )
 
 
 def _print_result(

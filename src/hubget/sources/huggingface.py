@@ -25,6 +25,10 @@ from hubget.transfer.http import HttpClient, Response
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _NEXT_LINK = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
 MAX_TREE_PAGES = 10_000
+# The hub's rate-limit buckets (hub docs, "rate limits"): every /resolve/ hit counts against
+# "resolvers", API calls (repo info, tree pages) against "api".
+API_BUCKET = "api"
+RESOLVE_BUCKET = "resolvers"
 
 
 def url_prefix(repo_type: str) -> str:
@@ -96,7 +100,7 @@ class HfSource:
         raise NetworkError(f"{where}: HTTP {status} for {what}{detail}")
 
     def _get_json(self, url: str, ref: RepoRef, what: str) -> tuple[Any, Response]:
-        resp = self.client.request("GET", url, headers=self._headers())
+        resp = self.client.request("GET", url, headers=self._headers(), bucket=API_BUCKET)
         self._raise_for(resp, ref, what)
         try:
             return json.loads(resp.data), resp
@@ -148,6 +152,7 @@ class HfSource:
             git_sha1 = str(entry["oid"])
         if size is not None and (not isinstance(size, int) or size < 0):
             raise ProtocolError(f"{self.endpoint}: bad size {size!r} for {path}")
+        xet = entry.get("xetHash")
         return RemoteFile(
             path=path,
             size=size,
@@ -155,6 +160,8 @@ class HfSource:
             sha256=sha256,
             git_sha1=git_sha1,
             headers=self._headers(),
+            xet_hash=xet if isinstance(xet, str) and xet else None,
+            rate_bucket=RESOLVE_BUCKET,
         )
 
     def file_info(self, ref: RepoRef, path: str, commit: str | None = None) -> RemoteFile:
@@ -166,7 +173,9 @@ class HfSource:
         path = safe_relpath(path)
         url = self.resolve_url(ref, commit or ref.revision or "main", path)
         for _ in range(10):
-            resp = self.client.request("HEAD", url, headers=self._headers(), follow_redirects=False)
+            resp = self.client.request(
+                "HEAD", url, headers=self._headers(), follow_redirects=False, bucket=RESOLVE_BUCKET
+            )
             if 300 <= resp.status < 400 and "X-Linked-Etag" not in resp.headers:
                 location = resp.headers.get("Location")
                 if not location:
@@ -194,6 +203,8 @@ class HfSource:
             sha256=etag if is_sha256 else None,
             git_sha1=etag if not is_sha256 else None,
             headers=self._headers(),
+            xet_hash=resp.headers.get("X-Xet-Hash") or None,
+            rate_bucket=RESOLVE_BUCKET,
         )
         return file, commit_sha
 

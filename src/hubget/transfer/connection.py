@@ -22,8 +22,9 @@ from hubget.errors import (
     ProtocolError,
 )
 from hubget.transfer.filetask import UNKNOWN_END, FileTask, Segment
-from hubget.transfer.http import HttpClient, RedirectRefused, Response, host_of
+from hubget.transfer.http import DEFAULT_SENSITIVE, HttpClient, RedirectRefused, Response, host_of, origin_of
 from hubget.transfer.jobs import ProgressSink
+from hubget.transfer.locations import Location, location_for
 from hubget.transfer.scheduler import Scheduler
 
 MiB = 1024 * 1024
@@ -93,8 +94,10 @@ class RangeFetcher:
             error = e
         except OSError as e:  # an unexpected local failure (not a disk-full, which is a DiskError)
             error, fatal = DiskError(f"{task.partial}: {e}"), True
+        nbytes = att.seg.pos - (start_pos if att.seg is seg else att.seg.start)
+        if error is None:
+            self.sched.note_transfer(nbytes, time.monotonic() - started)
         if seg.source >= 0:
-            nbytes = att.seg.pos - (start_pos if att.seg is seg else att.seg.start)
             fatal = self._source_outcome(task, seg.source, error, fatal, time.monotonic() - started, nbytes)
         with self.sched.cv:
             action = self.sched.segment_exit(task, att.seg, att.gen, error, fatal, again)
@@ -127,6 +130,14 @@ class RangeFetcher:
         """Download ``att.seg``; a restart switches ``att`` to the new generation's segment."""
         seg = att.seg
         url, headers = task.url_for(seg)
+        index = seg.source
+        try:  # where this source's redirects lead, or None: this request resolves it for the file
+            loc = task.locations.claim(index, lambda: self._gone(task, att))
+        except InterruptedError:
+            raise _Aborted from None
+        target = url if loc is None else loc.url
+        if loc is not None and origin_of(loc.url) != origin_of(url):
+            headers = {k: v for k, v in headers.items() if k.lower() not in DEFAULT_SENSITIVE}
         whole = seg.start == 0 and seg.end in (task.size, UNKNOWN_END) and not task.ranged
         hdrs = dict(headers)
         if not whole:
@@ -135,21 +146,38 @@ class RangeFetcher:
         # resuming at the byte reached), and each try gets at most RANGE_CLIENT_RETRIES quick
         # retries from the client (for a lone 503 or a Retry-After), so a 503 storm costs at most
         # (3 + 1) x (1 + 1) = 8 requests per range with the defaults, not 6 x 6 = 36. With several
-        # sources a failing one is left at once: the segment moves to another.
+        # sources a failing one is left at once: the segment moves to another. (A 429 is waited out
+        # by the client as long as the rate-limit budget lasts; it is not a failure.)
         retries = 0 if len(task.urls) > 1 else min(self.client.retries, RANGE_CLIENT_RETRIES)
-        resp = self.client.request(
-            "GET", url, headers=hdrs, stream=True, read_timeout=self.stall_timeout, retries=retries
-        )
+        bucket = task.job.rate_bucket if loc is None or not loc.redirected else None
+        try:
+            resp = self.client.request(
+                "GET",
+                target,
+                headers=hdrs,
+                stream=True,
+                read_timeout=self.stall_timeout,
+                retries=retries,
+                bucket=bucket,
+            )
+        except BaseException:
+            if loc is None:
+                task.locations.resolved(index, None)
+            raise
+        loc = self._learn_location(task, index, url, loc, resp)
         with self.sched.cv:
             if self.sched.cancelled:
                 resp.close()
                 raise _Aborted
             self.sched.responses.add(resp)
+        start = att.seg.pos
         try:
             self._check_answer(task, att, resp, url, whole)
             self._prepare_write(task, att.seg, att.gen)
             self._read_body(task, att.seg, resp, buf, att.gen)
         finally:
+            if loc is not None and att.seg is seg:
+                loc.served += max(0, seg.pos - start)
             with self.sched.cv:
                 self.sched.responses.discard(resp)
             # Keep the connection only after a body read to its end. After a failure or a stolen
@@ -158,6 +186,34 @@ class RangeFetcher:
                 resp.release()
             else:
                 resp.close()
+
+    def _gone(self, task: FileTask, att: _Attempt) -> bool:
+        """Whether the segment's work no longer matters (interrupt, file failed or restarted)."""
+        return self.sched.cancelled or task.status != "active" or task.generation != att.gen
+
+    def _learn_location(
+        self, task: FileTask, index: int, url: str, loc: Location | None, resp: Response
+    ) -> Location | None:
+        """Keep where a resolve led; on a CDN's 403/410, drop the location and raise ``_Again`` so
+        the range is asked again through the hub. Returns the location the answer came from."""
+        refused = resp.status in (403, 410)
+        if loc is None:  # this request resolved the source for the whole file
+            found = location_for(url, resp.url)
+            ok = resp.status in (200, 206)
+            task.locations.resolved(index, found if ok else None)
+            if not (refused and found.redirected):
+                return found if ok else None
+            loc = found  # a fresh signed URL refused at once
+        elif not (refused and loc.redirected):
+            return loc
+        if not task.locations.refused(index, loc):
+            return loc  # refused again at once: not an expiry, the status stands (see _check_answer)
+        resp.close()
+        host = host_of(resp.url)
+        self.progress.message(
+            f"{task.label}: {host} refused the signed URL (HTTP {resp.status}); resolving again"
+        )
+        raise _Again
 
     def _check_answer(self, task: FileTask, att: _Attempt, resp: Response, url: str, whole: bool) -> None:
         seg = att.seg
@@ -226,6 +282,7 @@ class RangeFetcher:
             if fresh is None or (fresh[0] == url and answered == url):
                 return
             task.urls[0], task.headers = fresh[0], dict(fresh[1])
+            task.locations.replace_source(0)
             self.progress.message(f"{task.label}: download URL expired (HTTP {status}); got a fresh one")
         raise _Again
 

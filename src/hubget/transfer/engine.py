@@ -110,9 +110,11 @@ class Engine:
         self._synced_dirs: set[Path] = set()  # folders whose renames still need an fsync of the folder
         sizes = [t.size for t in tasks]
         self.progress.begin(len(tasks), None if None in sizes else sum(s or 0 for s in sizes))
-        large = sum(1 for t in tasks if (t.size or 0) >= self.split_threshold)
-        # No more threads than there can be connections in use (see _slots for the small files).
-        wanted = large * self.file_connections + min(len(tasks) - large, 2 * self.max_workers)
+        # No more threads than there can be connections in use: all of them for a large file, a few
+        # for a middling one (split when connections turn out slow), one for a small one.
+        per_file = [self._threads_for(t.size or 0) for t in tasks]
+        singles = sum(1 for n in per_file if n == 1)
+        wanted = sum(n for n in per_file if n > 1) + min(singles, 2 * self.max_workers)
         nthreads = max(1, min(self.max_connections, wanted))
         # Buffers are allocated on first use and sized so that all of them together stay bounded.
         self._buf_cap = min(self.buffer_size, max(256 * 1024, BUFFER_BUDGET // nthreads))
@@ -126,6 +128,8 @@ class Engine:
             threading.Thread(target=self._finisher, name=f"hubget-finish-{i}", daemon=True)
             for i in range(min(FINISHERS, len(tasks)))
         ]
+        say = self.progress.message  # rate-limit pauses are said on the progress display
+        self.client.limiter.add_listener(say)
         try:
             for t in (*workers, *finishers):
                 t.start()
@@ -142,6 +146,7 @@ class Engine:
             self._interrupt(workers)
             raise
         finally:
+            self.client.limiter.remove_listener(say)
             saver_stop.set()
             self._sync_dirs()
             for task in tasks:  # a task left open by an abandoned run must not look like a live writer
@@ -150,6 +155,11 @@ class Engine:
         if self._sched.errors:
             raise self._sched.errors[0]
         return [self._sched.results[i] for i in sorted(self._sched.results)]
+
+    def _threads_for(self, size: int) -> int:
+        if size >= self.split_threshold:
+            return self.file_connections
+        return max(1, min(self.connections, size // (2 * MiB)))
 
     def _worker(self) -> None:
         buf = bytearray(0)  # grown to what a segment needs, up to the cap (small files need little)
@@ -174,7 +184,8 @@ class Engine:
     def _open_task(self, task: FileTask) -> None:
         try:
             task.open()
-            task.plan(self.split_threshold, self.connections, self.min_chunk, self.max_chunk)
+            split, chunk = self._sched.split_for(self.min_chunk)
+            task.plan(split, self.connections, chunk, self.max_chunk)
         except HubgetError as e:
             with self._sched.cv:
                 self._sched.fail(task, e)
@@ -247,6 +258,7 @@ class Engine:
             bytes_fetched=task.bytes_fetched,
             resumed_from=task.resumed_from,
             sources=dict(task.sources),
+            resolves=task.locations.resolves,
         )
         with self._sched.cv:
             self._synced_dirs.add(task.job.dest.parent)

@@ -23,6 +23,7 @@ from pathlib import Path
 from hubget.errors import DiskError, IntegrityError
 from hubget.transfer.http import DEFAULT_SENSITIVE, origin_of, origin_url
 from hubget.transfer.jobs import FileJob
+from hubget.transfer.locations import Locations
 from hubget.transfer.partial import PartialState, discard, load_state, save_state, state_path
 from hubget.transfer.ranges import IntervalSet
 from hubget.transfer.verify import PrefixHasher
@@ -183,6 +184,7 @@ class FileTask:
         self.resumed_from = 0
         self.sources: Counter[str] = Counter()
         self.urls = [job.url, *job.mirrors]
+        self.locations = Locations(len(self.urls))  # where each URL's redirects lead (one resolve)
         self.stats = [SourceStats() for _ in self.urls]
         self.stats_lock = threading.Lock()
         self.headers = dict(job.headers)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import functools
 import json
 import os
 import random
@@ -28,6 +29,7 @@ from urllib3.exceptions import LocationParseError, NameResolutionError, SSLError
 
 from hubget import config
 from hubget.errors import HubgetError, NetworkError, ProtocolError
+from hubget.transfer.ratelimit import LIMITER, RateLimiter
 
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 RETRY_CODES = frozenset({429, 500, 502, 503, 504})
@@ -237,6 +239,8 @@ class HttpClient:
         body_timeout: float | None = None,
         sensitive_headers: Iterable[str] = DEFAULT_SENSITIVE,
         user_agent: str = USER_AGENT,
+        limiter: RateLimiter | None = None,
+        rate_limit_wait: float | None = None,
     ) -> None:
         # None: the value from the environment (hubget.config: HUBGET_CONNECT_TIMEOUT, ...).
         self.connect_timeout = config.connect_timeout() if connect_timeout is None else connect_timeout
@@ -270,6 +274,8 @@ class HttpClient:
         self._lock = threading.Lock()
         # Tests replace this to observe waits without sleeping.
         self.sleep = time.sleep
+        self.limiter: RateLimiter = limiter or LIMITER
+        self.rate_limit_wait = config.rate_limit_wait() if rate_limit_wait is None else rate_limit_wait
 
     # -- connection selection -------------------------------------------------------------
 
@@ -300,11 +306,15 @@ class HttpClient:
         sensitive: Iterable[str] = (),
         read_timeout: float | None = None,
         retries: int | None = None,
+        bucket: str | None = None,
     ) -> Response:
         """Send a request, following redirects and retrying transient failures.
 
         4xx answers other than 429 are returned as they are; the caller maps them. A retryable
         answer that is still failing after the last retry is returned too (its status tells).
+        A 429 is waited out (see ``hubget.transfer.ratelimit``) without counting as a retry, until
+        the waits add up to ``rate_limit_wait``. ``bucket`` names the server's rate-limit bucket
+        the request counts against on the origin of ``url`` (e.g. "resolvers").
         ``sensitive`` names extra headers (besides Authorization, Cookie) that must not follow a
         redirect to another origin.
         """
@@ -317,8 +327,16 @@ class HttpClient:
         for _hop in range(MAX_REDIRECTS + 1):
             _check_scheme(current)
             seen.add((method, current))
+            hop_bucket = bucket if origin_of(current) == origin_of(url) else None
             resp = self._send_with_retries(
-                method, current, hdrs, body, stream=stream, read_timeout=read_timeout, retries=retries
+                method,
+                current,
+                hdrs,
+                body,
+                stream=stream,
+                read_timeout=read_timeout,
+                retries=retries,
+                bucket=hop_bucket,
             )
             if not follow_redirects or resp.status not in REDIRECT_CODES:
                 return resp
@@ -372,10 +390,22 @@ class HttpClient:
         stream: bool,
         read_timeout: float | None,
         retries: int | None,
+        bucket: str | None = None,
     ) -> Response:
         limit = self.retries if retries is None else retries
         attempt = 0
+        origin = origin_url(url)
+        anonymous = not any(k.lower() == "authorization" for k in headers)
+        rate_waited = 0.0  # seconds this request spent waiting out rate limits
+        rate_attempt = 0
+        waited_just_now = False
         while True:
+            if not waited_just_now:  # another thread's 429 (or a spent quota) makes this one wait too
+                delay = self.limiter.delay(origin, bucket)
+                if delay > 0:
+                    self.sleep(delay)
+                    rate_waited += delay
+            waited_just_now = False
             try:
                 resp = self._send_once(method, url, headers, body, stream=stream, read_timeout=read_timeout)
             except NetworkError as e:
@@ -387,8 +417,27 @@ class HttpClient:
                 self.sleep(self.backoff(attempt))
                 attempt += 1
                 continue
-            if resp.status in RETRY_CODES and attempt < limit:
-                wait = self.backoff(attempt, parse_retry_after(resp.headers.get("Retry-After")))
+            retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+            pause = self.limiter.observe(
+                origin,
+                bucket,
+                resp.status,
+                resp.headers,
+                host=host_of(url),
+                anonymous=anonymous,
+                fallback=functools.partial(self.backoff, rate_attempt, retry_after),
+            )
+            if pause is not None and rate_waited + pause <= self.rate_limit_wait:
+                # A 429 is waited out, not counted as a failure: every thread asking this bucket of
+                # this origin waits with this one (the limiter), so the quota is not hammered.
+                resp.release()
+                self.sleep(pause)
+                rate_waited += pause
+                rate_attempt += 1
+                waited_just_now = True
+                continue
+            if resp.status in RETRY_CODES and resp.status != 429 and attempt < limit:
+                wait = self.backoff(attempt, retry_after)
                 resp.release()
                 self.sleep(wait)
                 attempt += 1

@@ -32,6 +32,9 @@ class FileJob:
     # Where the temp file and its resume state live (same filesystem as dest). Default: beside
     # dest as dest + ".hubget-partial"; local_dir mode keeps them under .cache/huggingface/.
     partial: Path | None = None
+    # The server's rate-limit bucket that requests to ``url`` itself count against (the Hugging Face
+    # Hub's "resolvers"); a location it redirects to counts against none.
+    rate_bucket: str | None = None
 
     @property
     def partial_path(self) -> Path:
@@ -45,6 +48,7 @@ class FileResult:
     bytes_fetched: int  # bytes received over the network in this run
     resumed_from: int  # bytes that were already on disk from an earlier run
     sources: dict[str, int] = field(default_factory=dict)  # origin -> bytes fetched from it
+    resolves: int = 0  # requests that went through ``url``'s redirects (refreshes included)
 
 
 class ProgressSink:

@@ -22,6 +22,10 @@ from hubget.transfer.jobs import FileResult, ProgressSink
 MiB = 1024 * 1024
 WIDEN_AFTER = 3.0  # seconds a file is measured before it may get more than ``connections`` ranges
 STEAL_WORTH = 1.0  # seconds of a victim's remaining transfer that are worth a dropped connection
+SPLIT_SECONDS = 1.0  # a file one connection would need longer than this for is fetched as ranges
+SPLIT_MIN = 2 * MiB  # ...but never a file smaller than this (latency, not bandwidth, dominates)
+CHUNK_MIN = 1 * MiB  # the smallest range a split file is cut into
+RATE_SAMPLE_MIN = 512 * 1024  # requests smaller than this say more about latency than bandwidth
 
 
 @dataclass(frozen=True)
@@ -53,12 +57,40 @@ class Scheduler:
         self.progress = progress
         self.backoff = backoff
         self.cv = threading.Condition()
-        self.waiting: deque[FileTask] = deque(tasks)
+        # Largest first: on links capped per connection the big files decide when the run ends,
+        # and the small ones fill the connections they leave free.
+        self.waiting: deque[FileTask] = deque(sorted(tasks, key=lambda t: -(t.size or 0)))
         self.open: list[FileTask] = []
         self.errors: list[HubgetError] = []
         self.results: dict[int, FileResult] = {}
         self.responses: set[Response] = set()  # aborted on Ctrl-C, from the main thread
         self.cancelled = False
+        self.conn_rate = 0.0  # bytes/s one connection delivers, measured over the run (moving average)
+
+    def note_transfer(self, nbytes: int, seconds: float) -> None:
+        """A request delivered ``nbytes`` in ``seconds`` (latency included): what a connection is
+        worth, which decides how small a file may be and still be split (``split_for``)."""
+        if nbytes < RATE_SAMPLE_MIN or seconds <= 0:
+            return
+        rate = nbytes / seconds
+        with self.cv:
+            self.conn_rate = rate if not self.conn_rate else 0.7 * self.conn_rate + 0.3 * rate
+
+    def split_for(self, min_chunk: int) -> tuple[int, int]:
+        """(size from which a file is fetched as ranges, smallest range) for a file opened now.
+
+        Unmeasured or fast connections: files from ``split_threshold`` up, ranges from
+        ``min_chunk``. Connections that deliver less (a CDN capping each one): every file one
+        connection would need more than ``SPLIT_SECONDS`` for, in ranges of about that long, so a
+        24 MB file at 8 MB/s takes one second on three connections, not three on one.
+        """
+        with self.cv:
+            rate = self.conn_rate
+        if not rate:
+            return self.limits.split_threshold, min_chunk
+        worth = int(rate * SPLIT_SECONDS)
+        split = max(SPLIT_MIN, min(self.limits.split_threshold, 2 * worth))
+        return split, max(CHUNK_MIN, min(min_chunk, worth))
 
     def next_work(self) -> tuple[str, FileTask, Segment | None] | None:
         with self.cv:
