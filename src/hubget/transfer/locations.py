@@ -93,6 +93,7 @@ class Locations:
         self._cv = threading.Condition()
         self._current: list[Location | None] = [None] * count
         self._resolving = [False] * count
+        self._found = [False] * count  # a location was found before: resolving again is a refresh
         self.resolves = 0  # resolves started, all sources together (refreshes included)
         self.refreshes = 0  # of which to replace a location that expired or was refused
         self.refused_fresh = 0  # fresh locations refused in a row before serving a byte
@@ -106,8 +107,7 @@ class Locations:
                 if not self._resolving[index]:
                     self._resolving[index] = True
                     self.resolves += 1
-                    if loc is not None:
-                        self.refreshes += 1
+                    self.refreshes += self._found[index]
                     return None
                 if give_up():
                     raise InterruptedError("the file's work was cancelled")
@@ -119,6 +119,7 @@ class Locations:
             self._resolving[index] = False
             if loc is not None:
                 self._current[index] = loc
+                self._found[index] = True
             self._cv.notify_all()
 
     def refused(self, index: int, loc: Location) -> bool:
