@@ -16,6 +16,7 @@ from hubget.errors import (
     AuthError,
     DiskError,
     EntryNotFoundError,
+    GatedRepoError,
     HubgetError,
     IntegrityError,
     NetworkError,
@@ -162,7 +163,7 @@ class RangeFetcher:
             )
         except BaseException:
             if loc is None:
-                task.locations.resolved(index, None)
+                task.locations.resolved(index, None, failed=True)
             raise
         loc = self._learn_location(task, index, url, loc, resp)
         with self.sched.cv:
@@ -200,7 +201,7 @@ class RangeFetcher:
         if loc is None:  # this request resolved the source for the whole file
             found = location_for(url, resp.url)
             ok = resp.status in (200, 206)
-            task.locations.resolved(index, found if ok else None)
+            task.locations.resolved(index, found if ok else None, failed=resp.status >= 500)
             if not (refused and found.redirected):
                 return found if ok else None
             loc = found  # a fresh signed URL refused at once
@@ -222,7 +223,11 @@ class RangeFetcher:
         if status in (403, 410):
             self._refresh(task, url, resp.url, status, host)
         if status == 401 or status == 403:
-            raise _Fatal(AuthError(f"{task.label}: HTTP {status} from {host} (not authorised)"))
+            # Hubs say why in X-Error-Code / X-Error-Message (the Hugging Face Hub: GatedRepo).
+            why = resp.headers.get("X-Error-Message") or "not authorised"
+            if resp.headers.get("X-Error-Code") == "GatedRepo":
+                raise _Fatal(GatedRepoError(f"{task.label}: gated repo (HTTP {status} from {host}): {why}"))
+            raise _Fatal(AuthError(f"{task.label}: HTTP {status} from {host} ({why})"))
         if status == 404:
             raise _Fatal(EntryNotFoundError(f"{task.label}: HTTP 404 from {host} (not found)"))
         if status == 416:

@@ -94,6 +94,9 @@ class Locations:
         self._current: list[Location | None] = [None] * count
         self._resolving = [False] * count
         self._found = [False] * count  # a location was found before: resolving again is a refresh
+        # Resolves of the source failed in a row (no answer, 5xx): then every connection resolves
+        # for itself, as it would without this class, so that failures are not waited out in turn.
+        self._failed = [0] * count
         self.resolves = 0  # resolves started, all sources together (refreshes included)
         self.refreshes = 0  # of which to replace a location that expired or was refused
         self.refused_fresh = 0  # fresh locations refused in a row before serving a byte
@@ -104,6 +107,9 @@ class Locations:
                 loc = self._current[index]
                 if loc is not None and not loc.stale(time.monotonic()):
                     return loc
+                if self._failed[index]:
+                    self.resolves += 1
+                    return None
                 if not self._resolving[index]:
                     self._resolving[index] = True
                     self.resolves += 1
@@ -113,13 +119,17 @@ class Locations:
                     raise InterruptedError("the file's work was cancelled")
                 self._cv.wait(0.2)
 
-    def resolved(self, index: int, loc: Location | None) -> None:
-        """The claimer's answer: the location found, or None when the resolve failed."""
+    def resolved(self, index: int, loc: Location | None, *, failed: bool = False) -> None:
+        """The claimer's answer: the location found, or None (``failed``: the request itself
+        failed, rather than being answered with something other than the file's bytes)."""
         with self._cv:
             self._resolving[index] = False
             if loc is not None:
                 self._current[index] = loc
                 self._found[index] = True
+                self._failed[index] = 0
+            elif failed:
+                self._failed[index] += 1
             self._cv.notify_all()
 
     def refused(self, index: int, loc: Location) -> bool:
