@@ -239,11 +239,12 @@ class Record:
     origin: str
     method: str
     target: str  # path and query as sent
-    headers: dict[str, str]
+    headers: dict[str, str]  # names in lower case
     conn: int
     started: float  # time.monotonic()
     file: FileKey | None = None
     status: int = 0
+    reply_headers: dict[str, str] = field(default_factory=dict)  # names in lower case
     ended: float = 0.0
     body_bytes: int = 0
 
@@ -666,9 +667,8 @@ class HubReplica:
     # -- dispatch ---------------------------------------------------------------------------
 
     def _handle(self, h: _Handler, head: bool) -> None:
-        record = Record(
-            self.origin_of(h), h.command, h.path, dict(h.headers.items()), h.conn_id, time.monotonic()
-        )
+        headers = {k.lower(): v for k, v in h.headers.items()}
+        record = Record(self.origin_of(h), h.command, h.path, headers, h.conn_id, time.monotonic())
         auth = h.headers.get("Authorization")
         with self.counters.lock:
             self.counters.records.append(record)
@@ -684,6 +684,7 @@ class HubReplica:
         except Exception as exc:  # a replica bug must show as a 500, not a hung client
             reply = _hub_error(500, None, f"replica error: {exc!r}")
         record.file, record.status = reply.file, reply.status
+        record.reply_headers = {k.lower(): v for k, v in reply.headers}
         try:
             self._send(h, reply, head, record)
         except OSError:
