@@ -20,8 +20,11 @@ HEAD's Location directly (one /resolve/ call for those).
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
+import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -318,3 +321,62 @@ def test_huggingface_hub_026_gets_identical_files(hub: HubReplica, tmp_path: Pat
     # LFS files come straight from the HEAD's Location; both calls HEAD every file.
     assert all(c.bridge_hits(p) == 1 for p in lfs)
     assert c.resolver_methods == {"HEAD": 2 * len(FILES), "GET": len(FILES) - len(lfs)}
+
+
+def _http(
+    url: str, method: str = "GET", headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """One request, no redirect following; header names in lower case."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    conn.request(method, target, headers={"Accept-Encoding": "identity", **(headers or {})})
+    resp = conn.getresponse()
+    body = resp.read()
+    conn.close()
+    return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
+
+
+def test_the_replica_answers_as_documented(hub: HubReplica):
+    """The replica's own contract, for whoever changes it: signed URLs, Range, quirks, rate limits."""
+    data = FILES["model-00001-of-00003.safetensors"]
+    resolve = f"{hub.hub_url}/org/llm/resolve/main/model-00001-of-00003.safetensors"
+    status, head, _ = _http(resolve, "HEAD")
+    assert status == 302 and head["x-linked-size"] == str(len(data))
+    assert head["x-linked-etag"] == f'"{hashlib.sha256(data).hexdigest()}"' and len(head["x-xet-hash"]) == 64
+    assert 'rel="xet-auth"' in head["link"] and head["ratelimit"].startswith('"resolvers";r=')
+    location = head["location"]
+    assert location.startswith(f"{hub.bridge_url}/xet-bridge-us/") and "X-Amz-Signature=" in location
+    status, got, body = _http(location, headers={"Range": "bytes=100-199"})
+    assert (status, got["content-range"], body) == (206, f"bytes 100-199/{len(data)}", data[100:200])
+    assert got["etag"] == head["x-linked-etag"]
+    assert (
+        _http(location, headers={"Range": f"bytes={len(data)}-"})[1]["content-range"]
+        == f"bytes */{len(data)}"
+    )
+    tampered = location.replace("X-Amz-Signature=", "X-Amz-Signature=0")
+    status, _, body = _http(tampered)
+    assert status == 403 and b"<Code>AccessDenied</Code>" in body
+    hub.gzip_range_quirk = True
+    status, _, body = _http(location, headers={"Range": "bytes=100-199", "Accept-Encoding": "gzip"})
+    assert status == 200 and body == data
+    hub.url_expiry = 0.2
+    short = _http(resolve, "HEAD")[1]["location"]
+    time.sleep(0.3)
+    status, _, body = _http(short)
+    assert status == 403 and b"Request has expired" in body
+    assert hub.counters.expirations("model-00001-of-00003.safetensors") == 1
+    status, got, body = _http(f"{hub.hub_url}/org/llm/resolve/main/config.json")
+    assert (status, got["etag"], body) == (
+        200,
+        f'"{hub.repos[("model", "org/llm")].files["config.json"].oid}"',
+        FILES["config.json"],
+    )
+    hub.limits = RateLimits.tight("resolvers", quota=1, window=60)
+    hub.retry_after = True
+    assert _http(resolve, "HEAD")[1]["ratelimit"] == '"resolvers";r=0;t=60'
+    status, got, _ = _http(resolve, "HEAD")
+    assert status == 429 and got["ratelimit"] == '"resolvers";r=0;t=60' and got["retry-after"] == "60"
+    assert got["ratelimit-policy"] == '"fixed window";"resolvers";q=1;w=60'
+    assert _http(f"{hub.hub_url}/api/models/org/llm/revision/main")[0] == 200  # other buckets unaffected
+    assert hub.counters.too_many("resolvers") == 1 and hub.counters.authorizations(BRIDGE) == []

@@ -22,6 +22,7 @@ ranges, expired answers, Authorization values per origin, peak connections, byte
 from __future__ import annotations
 
 import base64
+import copy
 import gzip
 import hashlib
 import hmac
@@ -412,7 +413,9 @@ class _Windows:
                 count += 1
             self.state[(bucket, client)] = [start, count]
         reset_in = max(1, math.ceil(start + limits.window - now))
-        return _Verdict(allowed, bucket, quota, int(quota - count), reset_in, max(1, round(limits.window)))
+        return _Verdict(
+            allowed, bucket, quota, max(0, int(quota - count)), reset_in, max(1, round(limits.window))
+        )
 
 
 # ---------------------------------------------------------------------------------- answers
@@ -538,7 +541,8 @@ class HubReplica:
 
     Switches (plain attributes, changeable while running): ``page_size``, ``url_expiry`` (seconds a
     signed bridge URL lives), ``rate_per_conn`` (bytes/s per TCP connection, None: no cap), ``rtt``
-    (seconds added before each answer's headers), ``limits`` (RateLimits; None: no rate limits),
+    (seconds added before each answer's headers), ``limits`` (RateLimits, by default the hub's real
+    quotas, so every answer carries RateLimit headers; None: no rate limits),
     ``retry_after`` (add Retry-After to 429s), ``gzip_range_quirk`` (bridge answers 200 with the whole
     body to a Range request accepting gzip), ``gzip_text`` (hub gzips regular text files for clients
     accepting gzip, chunked, as huggingface.co does).
@@ -552,7 +556,7 @@ class HubReplica:
         url_expiry: float = DEFAULT_URL_EXPIRY,
         rate_per_conn: float | None = None,
         rtt: float = 0.0,
-        limits: RateLimits | None = None,
+        limits: RateLimits | None = RateLimits(),
         retry_after: bool = False,
         gzip_range_quirk: bool = False,
         gzip_text: bool = True,
@@ -563,7 +567,8 @@ class HubReplica:
         self.url_expiry = url_expiry
         self.rate_per_conn = rate_per_conn
         self.rtt = rtt
-        self.limits = limits
+        self._windows = _Windows()
+        self._limits = copy.deepcopy(limits)
         self.retry_after = retry_after
         self.gzip_range_quirk = gzip_range_quirk
         self.gzip_text = gzip_text
@@ -575,7 +580,6 @@ class HubReplica:
         self._blobs: dict[str, tuple[ReplicaRepo, ReplicaFile]] = {}  # bridge path -> file
         self._issued: dict[str, float] = {}  # signature -> monotonic time it was issued
         self._cuts: dict[FileKey, list[int]] = {}  # next bridge bodies of a file to cut after N bytes
-        self._windows = _Windows()
         self._stopping = threading.Event()
         self._socks: set[socket.socket] = set()
         self._conn_seq = 0
@@ -602,6 +606,16 @@ class HubReplica:
             if f.lfs:
                 self._blobs[self._bridge_path(repo, f)] = (repo, f)
         return repo
+
+    @property
+    def limits(self) -> RateLimits | None:
+        return self._limits
+
+    @limits.setter
+    def limits(self, value: RateLimits | None) -> None:
+        """New quotas start new windows for every client."""
+        self._limits = value
+        self._windows.clear()
 
     def rename(self, old_id: str, new_id: str, repo_type: str = "model") -> None:
         """``old_id`` answers with a relative 307 to ``new_id``, as the hub does after a rename."""
