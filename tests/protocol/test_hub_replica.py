@@ -63,6 +63,7 @@ def client(hub: HubReplica, tmp_path: Path, code: str, **env: str):
 
 
 def test_snapshot_download_into_the_cache_is_byte_identical(hub: HubReplica, tmp_path: Path):
+    hub.rtt = 0.03  # before every answer's headers, on both origins
     out = client(
         hub,
         tmp_path,
@@ -247,7 +248,7 @@ def test_short_url_expiry(tmp_path: Path):
             assert hub.counters.expired_answers() == 0
             assert hub.counters.resolves("model.safetensors") == (2 if xet else 1)
             hub.reset()
-            hub.cut_next("model.safetensors", after=1024 * 1024)
+            hub.cut_next("model.safetensors", after=2 * 1024 * 1024)  # then it sleeps 1 s
             results[xet] = (client(hub, tmp_path / f"cut-{xet}", code), hub.counters)
     cut_xet, counters = results[True]
     assert cut_xet == {"sha": sha}
@@ -362,7 +363,7 @@ def test_the_replica_answers_as_documented(hub: HubReplica):
     assert status == 200 and body == data
     hub.url_expiry = 0.2
     short = _http(resolve, "HEAD")[1]["location"]
-    time.sleep(0.3)
+    time.sleep(1.3)  # dated at the next whole second, then 0.2 s
     status, _, body = _http(short)
     assert status == 403 and b"Request has expired" in body
     assert hub.counters.expirations("model-00001-of-00003.safetensors") == 1

@@ -578,7 +578,7 @@ class HubReplica:
         self.repos: dict[tuple[str, str], ReplicaRepo] = {}
         self.renames: dict[tuple[str, str], str] = {}
         self._blobs: dict[str, tuple[ReplicaRepo, ReplicaFile]] = {}  # bridge path -> file
-        self._issued: dict[str, float] = {}  # signature -> monotonic time it was issued
+        self._issued: dict[str, float] = {}  # signature -> when it expires (time.time(); fractional)
         self._cuts: dict[FileKey, list[int]] = {}  # next bridge bodies of a file to cut after N bytes
         self._stopping = threading.Event()
         self._socks: set[socket.socket] = set()
@@ -1020,27 +1020,30 @@ class HubReplica:
         return mac.hexdigest(), cloudfront.replace("+", "-").replace("=", "_").replace("/", "~")
 
     def _sign(self, repo: ReplicaRepo, f: ReplicaFile) -> str:
-        now = time.time()
+        # The URL's fields are whole seconds; it is dated at the next whole second so that what it
+        # says (X-Amz-Date + X-Amz-Expires = Expires) is when it expires, never less than
+        # ``url_expiry`` after it was issued.
+        date = math.ceil(time.time())
         lifetime = max(1, math.ceil(self.url_expiry))
         path = self._bridge_path(repo, f)
         params = {
             "X-Amz-Algorithm": "AWS4-HMAC-SHA256",
             "X-Amz-Content-Sha256": "UNSIGNED-PAYLOAD",
-            "X-Amz-Credential": f"cas/{time.strftime('%Y%m%d', time.gmtime(now))}/us-east-1/s3/aws4_request",
-            "X-Amz-Date": time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now)),
+            "X-Amz-Credential": f"cas/{time.strftime('%Y%m%d', time.gmtime(date))}/us-east-1/s3/aws4_request",
+            "X-Amz-Date": time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(date)),
             "X-Amz-Expires": str(lifetime),
             "X-Amz-SignedHeaders": "host",
             "X-Xet-Cas-Uid": "public",
             "response-content-disposition": _disposition(f.path),
             "x-id": "GetObject",
-            "Expires": str(int(now + lifetime)),
+            "Expires": str(date + lifetime),
             "Key-Pair-Id": "K2L8F4GPSG1IFC",
         }
         amz, cloudfront = self._signature(path, params)
         params["X-Amz-Signature"] = amz
         params["Signature"] = cloudfront
         with self.counters.lock:
-            self._issued[amz] = time.monotonic()
+            self._issued[amz] = date + float(self.url_expiry)
         # The order of the real URLs: the X-Amz-* query of the S3 presign, then CloudFront's.
         order = [k for k in params if k not in ("Expires", "Signature", "Key-Pair-Id")]
         order += ["Expires", "Signature", "Key-Pair-Id"]
@@ -1058,12 +1061,10 @@ class HubReplica:
         return ok, amz
 
     def _expired(self, signature: str, params: dict[str, str]) -> bool:
-        lifetime = float(self.url_expiry)
+        """Checked when a request starts; a transfer under way is never cut (as S3 and CloudFront)."""
         with self.counters.lock:
-            issued = self._issued.get(signature)
-        if issued is not None:
-            return time.monotonic() > issued + lifetime
-        return time.time() > int(params["Expires"])
+            expires = self._issued.get(signature, float(params["Expires"]))
+        return time.time() > expires
 
     def _bridge(self, h: _Handler) -> _Reply:
         parts = urlsplit(h.path)
