@@ -17,6 +17,8 @@ ranges, expired answers, Authorization values per origin, peak connections, byte
     with HubReplica([make_repo("org/llm", files)], url_expiry=2, rate_per_conn=8e6) as hub:
         ... HF_ENDPOINT=hub.hub_url ...
         hub.counters.resolves("model-00001-of-00002.safetensors")
+
+Repos live in hubreplica_repos.py, counters and rate limits in hubreplica_counters.py (all re-exported).
 """
 
 from __future__ import annotations
@@ -32,37 +34,28 @@ import re
 import socket
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
-from tests.support.repos import git_blob_sha1, sha256_hex
+from tests.support.hubreplica_counters import (
+    BRIDGE,
+    HUB,
+    Counters,
+    FileKey,
+    FixedWindows,
+    RateLimits,
+    Record,
+    Verdict,
+)
+from tests.support.hubreplica_repos import ReplicaFile, ReplicaRepo, is_lfs_path, make_repo, xet_hash_of
 
-HUB, BRIDGE = "hub", "bridge"
 CHUNK = 256 * 1024
 DEFAULT_PAGE_SIZE = 1000  # the hub's tree page size (50 with expand=true)
 DEFAULT_URL_EXPIRY = 3600.0
-# Quotas per 5-minute fixed window (hub docs, "Hub Rate limits").
-WINDOW = 300.0
-ANONYMOUS_QUOTAS = {"api": 500, "resolvers": 3000, "pages": 100}
-FREE_QUOTAS = {"api": 1000, "resolvers": 5000, "pages": 200}
-LFS_SUFFIXES = (
-    ".safetensors",
-    ".bin",
-    ".pt",
-    ".pth",
-    ".gguf",
-    ".model",
-    ".onnx",
-    ".h5",
-    ".msgpack",
-    ".parquet",
-)
 TEXT_SUFFIXES = (".json", ".txt", ".md", ".py", ".jsonl", ".yaml", ".yml", ".csv", ".gitattributes")
-POINTER_TEMPLATE = "version https://git-lfs.github.com/spec/v1\noid sha256:{oid}\nsize {size}\n"
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _API = re.compile(r"^/api/(models|datasets|spaces)/(.+?)(?:/(revision|tree|xet-read-token)/(.*))?$")
 _RESOLVE = re.compile(r"^/(datasets/|spaces/)?(.+?)/resolve/([^/]+)/(.+)$")
@@ -71,351 +64,6 @@ _TYPE_OF_PLURAL = {"models": "model", "datasets": "dataset", "spaces": "space"}
 _TYPE_OF_PREFIX = {None: "model", "datasets/": "dataset", "spaces/": "space"}
 _PREFIX_OF_TYPE = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 _REASONS = {307: "Temporary Redirect", 416: "Range Not Satisfiable", 429: "Too Many Requests"}
-
-
-# ---------------------------------------------------------------------------------- repos
-
-
-def is_lfs_path(path: str, data: bytes) -> bool:
-    """The hub's default .gitattributes tracks weights and archives with LFS; big files go there too."""
-    return path.endswith(LFS_SUFFIXES) or len(data) > 10 * 1024 * 1024
-
-
-def xet_hash_of(data: bytes) -> str:
-    """A 64-hex content hash standing in for the Xet merkle hash (clients treat it as opaque)."""
-    return hashlib.blake2b(data, digest_size=32, person=b"xet-file-hash").hexdigest()
-
-
-@dataclass
-class ReplicaFile:
-    path: str
-    data: bytes
-    lfs: bool
-    xet: bool  # served through the Xet bridge (has a xetHash); else plain LFS behind a CDN
-    sha256: str = field(init=False)
-    oid: str = field(init=False)  # git blob sha1: of the pointer file for LFS files
-    xet_hash: str | None = field(init=False)
-    pointer_size: int = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.sha256 = sha256_hex(self.data)
-        pointer = POINTER_TEMPLATE.format(oid=self.sha256, size=len(self.data)).encode()
-        self.pointer_size = len(pointer)
-        self.oid = git_blob_sha1(pointer if self.lfs else self.data)
-        self.xet_hash = xet_hash_of(self.data) if self.lfs and self.xet else None
-
-    @property
-    def size(self) -> int:
-        return len(self.data)
-
-    @property
-    def etag(self) -> str:
-        """What huggingface_hub names the cache blob: sha256 for LFS files, git blob sha1 for others."""
-        return self.sha256 if self.lfs else self.oid
-
-    def tree_entry(self) -> dict[str, Any]:
-        entry: dict[str, Any] = {"type": "file", "oid": self.oid, "size": self.size}
-        if self.lfs:
-            entry["lfs"] = {"oid": self.sha256, "size": self.size, "pointerSize": self.pointer_size}
-        if self.xet_hash:
-            entry["xetHash"] = self.xet_hash
-        entry["path"] = self.path
-        return entry
-
-
-@dataclass
-class ReplicaRepo:
-    repo_id: str
-    files: dict[str, ReplicaFile]
-    repo_type: str = "model"
-    branch: str = "main"
-    commit: str = ""
-    gated: bool = False  # files need an accepted token (repo info and tree stay public, as on the hub)
-    private: bool = False  # everything needs an accepted token; others are told "not found"
-    granted: set[str] = field(default_factory=set)  # tokens with access (gated or private)
-    created: float = 1_700_000_000.0
-
-    def __post_init__(self) -> None:
-        if not self.commit:
-            digest = hashlib.sha1(f"{self.repo_type}/{self.repo_id}".encode())
-            for path in sorted(self.files):
-                digest.update(f"\0{path}\0{self.files[path].oid}".encode())
-            self.commit = digest.hexdigest()
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return self.repo_type, self.repo_id
-
-    @property
-    def storage_id(self) -> str:
-        """The 24-hex id the bridge URLs carry in place of the repo name."""
-        return hashlib.sha1(f"{self.repo_type}/{self.repo_id}".encode()).hexdigest()[:24]
-
-    def commit_for(self, revision: str) -> str | None:
-        if revision in (self.branch, self.commit):
-            return self.commit
-        return None
-
-    def directories(self) -> list[str]:
-        dirs = {p.rsplit("/", i)[0] for p in self.files for i in range(1, p.count("/") + 1)}
-        return sorted(dirs)
-
-    def tree(self, subpath: str, recursive: bool) -> list[dict[str, Any]] | None:
-        """Entries below ``subpath`` (None: no such folder). Directories carry a fake tree oid."""
-        base = subpath.strip("/")
-        if base and base not in self.directories():
-            return None
-        prefix = f"{base}/" if base else ""
-        entries: list[tuple[str, dict[str, Any]]] = []
-        for d in self.directories():
-            rest = d[len(prefix) :]
-            if d.startswith(prefix) and d != base and (recursive or "/" not in rest):
-                tree_oid = hashlib.sha1(f"tree {d}".encode()).hexdigest()
-                entries.append((d, {"type": "directory", "oid": tree_oid, "size": 0, "path": d}))
-        for path, f in self.files.items():
-            rest = path[len(prefix) :]
-            if path.startswith(prefix) and (recursive or "/" not in rest):
-                entries.append((path, f.tree_entry()))
-        return [e for _, e in sorted(entries, key=lambda pe: pe[0])]
-
-    def info(self, hub_url: str) -> dict[str, Any]:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(self.created))
-        author = self.repo_id.split("/")[0] if "/" in self.repo_id else None
-        info: dict[str, Any] = {
-            "_id": self.storage_id,
-            "id": self.repo_id,
-            "author": author,
-            "sha": self.commit,
-            "lastModified": stamp,
-            "createdAt": stamp,
-            "private": self.private,
-            "gated": "manual" if self.gated else False,
-            "disabled": False,
-            "downloads": 0,
-            "likes": 0,
-            "tags": [],
-            "siblings": [{"rfilename": p} for p in sorted(self.files)],
-            "usedStorage": sum(f.size for f in self.files.values()),
-        }
-        if self.repo_type == "model":
-            info.update(modelId=self.repo_id, library_name="transformers", spaces=[])
-        return info
-
-
-def make_repo(
-    repo_id: str,
-    files: dict[str, bytes],
-    *,
-    repo_type: str = "model",
-    xet: bool = True,
-    lfs: Callable[[str, bytes], bool] = is_lfs_path,
-    gated: bool = False,
-    private: bool = False,
-    granted: Iterable[str] = (),
-    branch: str = "main",
-) -> ReplicaRepo:
-    """A repo as the hub stores it; with ``xet`` every LFS file is Xet-backed (has a xetHash)."""
-    entries = {p: ReplicaFile(p, d, lfs=lfs(p, d), xet=xet) for p, d in files.items()}
-    return ReplicaRepo(
-        repo_id,
-        entries,
-        repo_type=repo_type,
-        branch=branch,
-        gated=gated,
-        private=private,
-        granted=set(granted),
-    )
-
-
-# ---------------------------------------------------------------------------------- counters
-
-
-FileKey = tuple[str, str]  # (repo_id, path)
-
-
-@dataclass
-class Record:
-    """One request as the replica answered it."""
-
-    origin: str
-    method: str
-    target: str  # path and query as sent
-    headers: dict[str, str]  # names in lower case
-    conn: int
-    started: float  # time.monotonic()
-    file: FileKey | None = None
-    status: int = 0
-    reply_headers: dict[str, str] = field(default_factory=dict)  # names in lower case
-    ended: float = 0.0
-    body_bytes: int = 0
-
-
-@dataclass
-class Counters:
-    """What clients did. Read them under ``lock`` or through the helpers (they lock)."""
-
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    resolver_calls: Counter[FileKey] = field(default_factory=Counter)  # every /resolve/ hit, 429s too
-    resolver_methods: Counter[str] = field(default_factory=Counter)  # "HEAD" / "GET"
-    api_calls: Counter[str] = field(default_factory=Counter)  # "info", "tree", "xet-read-token"
-    page_calls: int = 0
-    rate_limited: Counter[str] = field(default_factory=Counter)  # 429s sent, per bucket
-    bridge_requests: Counter[FileKey] = field(default_factory=Counter)
-    ranges_served: Counter[FileKey] = field(default_factory=Counter)  # 206 answers of the bridge
-    range_ignored: Counter[FileKey] = field(default_factory=Counter)  # 200 to a Range (gzip quirk)
-    expired: Counter[FileKey] = field(default_factory=Counter)  # 403s for an expired signature
-    expired_urls: dict[FileKey, set[str]] = field(default_factory=dict)  # distinct expired signatures
-    bad_signatures: int = 0
-    auth_seen: dict[str, list[str]] = field(default_factory=lambda: {HUB: [], BRIDGE: []})
-    open_connections: Counter[str] = field(default_factory=Counter)
-    max_connections: Counter[str] = field(default_factory=Counter)
-    bytes_sent: Counter[str] = field(default_factory=Counter)  # body bytes per origin
-    records: list[Record] = field(default_factory=list)
-
-    def reset(self) -> None:
-        with self.lock:
-            for name in (
-                "resolver_calls",
-                "resolver_methods",
-                "api_calls",
-                "rate_limited",
-                "bridge_requests",
-                "ranges_served",
-                "range_ignored",
-                "expired",
-                "bytes_sent",
-            ):
-                getattr(self, name).clear()
-            self.expired_urls.clear()
-            self.page_calls = self.bad_signatures = 0
-            self.auth_seen = {HUB: [], BRIDGE: []}
-            self.max_connections = Counter(self.open_connections)
-            self.records.clear()
-
-    @staticmethod
-    def _sum(counter: Counter[FileKey], path: str | None, repo_id: str | None) -> int:
-        return sum(
-            n
-            for (repo, p), n in counter.items()
-            if (path is None or p == path) and (repo_id is None or repo == repo_id)
-        )
-
-    def resolves(self, path: str | None = None, repo_id: str | None = None) -> int:
-        """/resolve/ hits (HEAD and GET, whatever the answer) for ``path`` (all files: None)."""
-        with self.lock:
-            return self._sum(self.resolver_calls, path, repo_id)
-
-    def bridge_hits(self, path: str | None = None, repo_id: str | None = None) -> int:
-        with self.lock:
-            return self._sum(self.bridge_requests, path, repo_id)
-
-    def ranges(self, path: str | None = None, repo_id: str | None = None) -> int:
-        with self.lock:
-            return self._sum(self.ranges_served, path, repo_id)
-
-    def expired_answers(self, path: str | None = None, repo_id: str | None = None) -> int:
-        with self.lock:
-            return self._sum(self.expired, path, repo_id)
-
-    def expirations(self, path: str | None = None, repo_id: str | None = None) -> int:
-        """Distinct signed URLs of ``path`` that a client presented after they had expired."""
-        with self.lock:
-            return sum(
-                len(sigs)
-                for (repo, p), sigs in self.expired_urls.items()
-                if (path is None or p == path) and (repo_id is None or repo == repo_id)
-            )
-
-    def too_many(self, bucket: str | None = None) -> int:
-        """429s sent (in ``bucket``, or in all)."""
-        with self.lock:
-            return sum(self.rate_limited.values()) if bucket is None else self.rate_limited[bucket]
-
-    def authorizations(self, origin: str) -> list[str]:
-        with self.lock:
-            return list(self.auth_seen[origin])
-
-    def bridge_span(self, path: str, repo_id: str | None = None) -> float:
-        """Seconds from the first bridge request for ``path`` to the end of the last answer."""
-        with self.lock:
-            recs = [
-                r
-                for r in self.records
-                if r.origin == BRIDGE and r.file and r.file[1] == path and (repo_id in (None, r.file[0]))
-            ]
-        if not recs:
-            return 0.0
-        return max(r.ended or r.started for r in recs) - min(r.started for r in recs)
-
-    def requests(self, origin: str | None = None) -> list[Record]:
-        with self.lock:
-            return [r for r in self.records if origin in (None, r.origin)]
-
-
-# ---------------------------------------------------------------------------------- rate limits
-
-
-@dataclass
-class RateLimits:
-    """Fixed windows of ``window`` seconds per client (token's user, else IP) and bucket.
-
-    A quota of None means no limit. The first request of a client opens its window."""
-
-    window: float = WINDOW
-    anonymous: dict[str, int | None] = field(default_factory=lambda: dict(ANONYMOUS_QUOTAS))
-    free: dict[str, int | None] = field(default_factory=lambda: dict(FREE_QUOTAS))
-
-    @classmethod
-    def tight(cls, bucket: str = "resolvers", quota: int = 3, window: float = 2.0) -> RateLimits:
-        """Real quotas everywhere except ``bucket``, which gets ``quota`` per ``window`` seconds."""
-        limits = cls(window=window)
-        limits.anonymous[bucket] = quota
-        limits.free[bucket] = quota
-        return limits
-
-
-@dataclass
-class _Verdict:
-    allowed: bool
-    bucket: str
-    quota: int
-    remaining: int
-    reset_in: int
-    window: int
-
-    def headers(self) -> list[tuple[str, str]]:
-        return [
-            ("RateLimit", f'"{self.bucket}";r={self.remaining};t={self.reset_in}'),
-            ("RateLimit-Policy", f'"fixed window";"{self.bucket}";q={self.quota};w={self.window}'),
-        ]
-
-
-class _Windows:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.state: dict[tuple[str, str], list[float]] = {}  # (bucket, client) -> [start, count]
-
-    def clear(self) -> None:
-        with self.lock:
-            self.state.clear()
-
-    def hit(self, limits: RateLimits, bucket: str, client: str, tier: str) -> _Verdict | None:
-        quota = (limits.free if tier == "free" else limits.anonymous).get(bucket)
-        if quota is None:
-            return None
-        now = time.monotonic()
-        with self.lock:
-            start, count = self.state.get((bucket, client), (now, 0.0))
-            if now >= start + limits.window:
-                start, count = now, 0.0
-            allowed = count < quota
-            if allowed:
-                count += 1
-            self.state[(bucket, client)] = [start, count]
-        reset_in = max(1, math.ceil(start + limits.window - now))
-        return _Verdict(
-            allowed, bucket, quota, max(0, int(quota - count)), reset_in, max(1, round(limits.window))
-        )
 
 
 # ---------------------------------------------------------------------------------- answers
@@ -567,7 +215,7 @@ class HubReplica:
         self.url_expiry = url_expiry
         self.rate_per_conn = rate_per_conn
         self.rtt = rtt
-        self._windows = _Windows()
+        self._windows = FixedWindows()
         self._limits = copy.deepcopy(limits)
         self.retry_after = retry_after
         self.gzip_range_quirk = gzip_range_quirk
@@ -771,7 +419,7 @@ class HubReplica:
             )
         return token, f"user:{user}", None
 
-    def _limit(self, bucket: str, client: str) -> _Verdict | None:
+    def _limit(self, bucket: str, client: str) -> Verdict | None:
         if self.limits is None:
             return None
         tier = "free" if client.startswith("user:") else "anonymous"
@@ -781,7 +429,7 @@ class HubReplica:
                 self.counters.rate_limited[bucket] += 1
         return verdict
 
-    def _too_many(self, verdict: _Verdict) -> _Reply:
+    def _too_many(self, verdict: Verdict) -> _Reply:
         message = (
             f"You have been rate-limited; you can retry this action in about {verdict.reset_in} seconds. "
             f"If you're a new user, your limits will raise progressively over time. ({verdict.bucket})"
