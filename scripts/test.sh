@@ -14,7 +14,16 @@ if [ -n "$need_apt" ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq git git-lfs nginx aria2 >/dev/null
 fi
 
-PY=${PYTHON:-python3}
+# The suite runs from a virtual environment of its own: what the tests import must come from the
+# install steps below, not from whatever the machine had before. CI (CI=true) or
+# HUBGET_TEST_FRESH=1 start it from nothing; otherwise it is reused (the installs are idempotent).
+VENV=${HUBGET_TEST_VENV:-/tmp/hubget-test-venv}
+BASE_PY=${PYTHON:-python3}
+if [ -n "${CI:-}" ] || [ -n "${HUBGET_TEST_FRESH:-}" ] || [ ! -x "$VENV/bin/python" ]; then
+    "$BASE_PY" -m venv --clear "$VENV"
+fi
+PY="$VENV/bin/python"
+export PATH="$VENV/bin:$PATH"
 # The CPU build of torch first, so that nothing pulls a CUDA build.
 $PY -m pip install -q --disable-pip-version-check "torch==2.13.0"
 $PY -m pip install -q --disable-pip-version-check -e ".[test]"
