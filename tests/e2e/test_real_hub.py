@@ -205,6 +205,9 @@ def test_gated_repo_needs_a_token(hub: HubReplica, tmp_path: Path):
     assert anonymous.returncode == 4, anonymous.stderr[-3000:]
     assert "org/gated" in anonymous.stderr and "gated" in anonymous.stderr.lower()
     assert "Traceback" not in anonymous.stderr
+    refused = hubget_cli(hub, tmp_path / "c", "org/gated", token=USER_TOKEN)  # a token without access
+    assert refused.returncode == 4, refused.stderr[-3000:]
+    assert "org/gated" in refused.stderr and "gated" in refused.stderr.lower()
     granted = hubget_cli(hub, tmp_path / "b", "org/gated", token=GRANTED_TOKEN)
     assert granted.returncode == 0, granted.stderr[-3000:]
     assert_files(snapshot_dir(hub, tmp_path / "b", "org/gated"), SMALL)
