@@ -57,7 +57,15 @@ def download(
         list[str] | None, typer.Option("--exclude", help="Skip files matching this glob (repeatable).")
     ] = None,
     max_workers: Annotated[int, typer.Option(min=1, max=256, help="Files downloaded at once.")] = 8,
-    connections: Annotated[int, typer.Option(min=1, max=64, help="Connections per large file.")] = 8,
+    connections: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Connections per large file to start with "
+            "(more while each one is slow and the run has some to spare).",
+        ),
+    ] = 8,
     max_connections: Annotated[
         int | None,
         typer.Option(

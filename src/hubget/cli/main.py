@@ -82,5 +82,11 @@ def fail(message: str, code: int) -> None:
 
 def run(argv: list[str] | None = None) -> None:
     """The console script. Usage errors are typer's (exit 2); see ``_one_line_errors`` for the rest."""
-    _register(sys.argv[1:] if argv is None else argv)
+    args = sys.argv[1:] if argv is None else argv
+    if args == ["--version"]:  # answered without importing a command
+        from importlib.metadata import version
+
+        print(f"hubget {version('hubget')}")
+        return
+    _register(args)
     app(args=argv)
