@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.countinghub import CountingHub, counting_hub
+from tests.support.heldlock import HeldLock
 from tests.support.repos import GitRepoBuilder, llm_repo_files, write_folder_repo
 from tests.support.tiny_model import build_tiny_causal_lm, reference_logits
 
@@ -116,6 +117,9 @@ def python(env: dict[str, str], code: str, **extra: str) -> object:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+MS_SDK_DOWNLOAD = (
+    "import json, os; from modelscope import snapshot_download as d; print(json.dumps(d(os.environ['REPO'])))"
+)
 HF_OFFLINE_LOAD = """
     import hashlib, json
     from pathlib import Path
@@ -157,23 +161,6 @@ def ls_as_scan(env: dict[str, str]) -> dict:
     }
 
 
-class HeldLock:
-    """A lock file held by another process, as a running download holds it."""
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        code = "import sys, filelock; l = filelock.FileLock(sys.argv[1]); l.acquire(); print('held', flush=True); sys.stdin.read()"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", code, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "held"
-
-    def release(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        self.proc.wait(timeout=30)
-
-
 def test_rm_and_prune_leave_caches_the_official_clients_still_load(hub: CountingHub, tmp_path: Path) -> None:
     env = env_for(tmp_path, hub)
     c1, c2, c3 = (hub.commits[k] for k in ("v1.0", "main", "dev"))  # type: ignore[attr-defined]
@@ -183,10 +170,7 @@ def test_rm_and_prune_leave_caches_the_official_clients_still_load(hub: Counting
     hubget(env, "download", "org/git", "--revision", "v1.0", "-q")
     hubget(env, "download", "org/git", "--revision", c3, "-q")  # by commit: no ref names it (detached)
     hubget(env, "download", "org/llm", "--source", "modelscope", "-q")
-    python(
-        env,
-        "import json; from modelscope import snapshot_download; print(json.dumps(snapshot_download('org/tiny')))",
-    )
+    python(env, MS_SDK_DOWNLOAD, REPO="org/tiny")
     hf, ms = tmp_path / "hf", tmp_path / "ms"
     llm = hf / "models--org--llm"
     # Leftovers of interrupted downloads and of a crashed one, plus one download still running.
@@ -275,7 +259,8 @@ def test_verify_finds_a_flipped_byte_and_repair_refetches_only_that_blob(
     assert hubget_json(env, "cache", "verify", "--cache", "ms")["files"] == 0
     proc = hubget(env, "cache", "verify", check=5)
     assert proc.stderr.strip().splitlines() == [
-        "hubget: error: 2 file(s) corrupt or missing and not repaired; run again with --repair to fetch them again"
+        "hubget: error: 2 file(s) corrupt or missing and not repaired; run again with --repair to fetch them "
+        "again"
     ]
     report = hubget_json(env, "cache", "verify", check=5)
     bad = {c["paths"][0]: c for c in report["checks"]}
@@ -298,10 +283,7 @@ def test_verify_modelscope_files_by_hubget_records_or_the_hub_listing(
 ) -> None:
     env = env_for(tmp_path, hub)
     hubget(env, "download", "org/llm", "--source", "modelscope", "-q")
-    python(
-        env,
-        "import json; from modelscope import snapshot_download; print(json.dumps(snapshot_download('org/tiny')))",
-    )
+    python(env, MS_SDK_DOWNLOAD, REPO="org/tiny")
     target = (
         tmp_path / "ms" / "models" / "org--llm" / "snapshots" / "master" / "model-00002-of-00002.safetensors"
     )

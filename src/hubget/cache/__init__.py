@@ -15,10 +15,11 @@ waiting, and leaves alone what a running download holds.
 from hubget.cache.dedup import DedupGroup, DedupReport, dedup
 from hubget.cache.deletion import CleanReport, Removed, Skipped
 from hubget.cache.export import ExportedFile, ExportReport, export
+from hubget.cache.hashpool import FileCheck
 from hubget.cache.import_folder import ImportedFile, ImportReport, import_folder
 from hubget.cache.prune import prune, rm
 from hubget.cache.scan import CachedRepo, CachedRevision, CacheScan, PartialFile, scan
-from hubget.cache.verify import FileCheck, VerifyReport, verify
+from hubget.cache.verify import VerifyReport, verify
 
 __all__ = [
     "CacheScan",

@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from hubget.cache import hfscan, msscan
+from hubget.cache.hashpool import FileCheck, hash_all
 from hubget.cache.import_folder import folder_files
 from hubget.cache.inuse import held
 from hubget.cache.links import make_read_only, place
 from hubget.cache.scan import cache_dirs, check_caches
-from hubget.cache.verify import FileCheck, hash_all
 from hubget.layouts.ms_cache import sdk_lock_path
 
 MIN_SIZE = 1024 * 1024  # below this, a link saves less than the hashing costs

@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from hubget.cache import hfscan
+from hubget.cache.hashpool import FileCheck, hash_all
 from hubget.cache.inuse import held
 from hubget.cache.links import make_read_only, place
 from hubget.cache.scan import cache_dirs
-from hubget.cache.verify import FileCheck, hash_all
 from hubget.errors import IntegrityError, NetworkError, UsageError
 from hubget.layouts.hf_cache import HfCacheLayout
 from hubget.layouts.local_dir import LocalDirLayout

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hubget.api import fetch_snapshot, hf_layout
+from hubget.cache.hashpool import FileCheck
 from hubget.cache.inuse import held
-from hubget.cache.verify import FileCheck
 from hubget.errors import HubgetError
 from hubget.layouts.base import Layout
 from hubget.layouts.hf_cache import blob_lock_path
