@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,13 +51,24 @@ def partial_etag(name: str) -> str:
 
 @dataclass
 class HfFile:
+    """One snapshot entry. Paths are kept as strings (a cache of 200 repos is thousands of entries:
+    building Path objects was most of a scan's time)."""
+
     path: str  # inside the snapshot, with "/"
-    link: Path  # snapshots/{commit}/{path}
-    blob: Path  # the first symlink hop (absolute, normalised), or ``link`` when it is a plain file
+    link_s: str  # snapshots/{commit}/{path}
+    blob_s: str  # the first symlink hop (absolute, normalised), or ``link_s`` when it is a plain file
+
+    @property
+    def link(self) -> Path:
+        return Path(self.link_s)
+
+    @property
+    def blob(self) -> Path:
+        return Path(self.blob_s)
 
     @property
     def etag(self) -> str:
-        return self.blob.name
+        return os.path.basename(self.blob_s)
 
 
 @dataclass
@@ -75,7 +87,7 @@ class HfRepo:
     repo_id: str
     revisions: list[HfRevision]
     refs: dict[str, str]  # ref name -> commit
-    blob_stats: dict[Path, os.stat_result]  # every blob a snapshot links to (stat follows symlinks)
+    blob_stats: dict[str, os.stat_result]  # every blob a snapshot links to, by blob_s (stat follows links)
     problems: list[str] = field(default_factory=list)  # what scan_cache_dir() would call corrupted
 
     @property
@@ -156,15 +168,22 @@ def read_repo(cache_dir: Path, path: Path) -> HfRepo | None:
             repo.problems.append(f"a file among the snapshots: {entry.path}")
             continue
         files: list[HfFile] = []
-        _walk_snapshot(Path(entry.path), "", files)
-        revision = HfRevision(entry.name, Path(entry.path), files)
+        _walk_snapshot(entry.path, "", files)
+        kept = []
         for f in files:
-            if f.blob not in repo.blob_stats:
+            st = repo.blob_stats.get(f.blob_s)
+            if st is None:
                 try:
-                    repo.blob_stats[f.blob] = os.stat(f.blob)
+                    st = os.stat(f.blob_s)
                 except OSError:
-                    repo.problems.append(f"blob missing (broken symlink): {f.blob}")
-        repo.revisions.append(revision)
+                    repo.problems.append(f"blob missing (broken symlink): {f.blob_s}")
+                    kept.append(f)
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    continue  # huggingface_hub skips what is a folder once followed
+                repo.blob_stats[f.blob_s] = st
+            kept.append(f)
+        repo.revisions.append(HfRevision(entry.name, Path(entry.path), kept))
     by_commit = {r.commit: r for r in repo.revisions}
     for name, commit in repo.refs.items():
         if commit in by_commit:
@@ -229,23 +248,24 @@ def _read_refs(refs_dir: Path, problems: list[str]) -> dict[str, str]:
     return refs
 
 
-def _walk_snapshot(folder: Path, prefix: str, out: list[HfFile]) -> None:
-    for entry in _scandir(folder):
+def _walk_snapshot(folder: str, prefix: str, out: list[HfFile]) -> None:
+    try:
+        with os.scandir(folder) as it:
+            entries = list(it)
+    except OSError:
+        return
+    for entry in entries:
         rel = f"{prefix}{entry.name}"
         if entry.is_symlink():
-            link = Path(entry.path)
             try:
-                target = os.readlink(link)
+                target = os.readlink(entry.path)
             except OSError:
                 continue
-            blob = Path(os.path.abspath(os.path.join(folder, target)))
-            if os.path.isdir(blob):
-                continue  # huggingface_hub skips what is a folder once followed
-            out.append(HfFile(rel, link, blob))
+            out.append(HfFile(rel, entry.path, os.path.abspath(os.path.join(folder, target))))
         elif entry.is_dir():
-            _walk_snapshot(Path(entry.path), f"{rel}/", out)
+            _walk_snapshot(entry.path, f"{rel}/", out)
         else:
-            out.append(HfFile(rel, Path(entry.path), Path(entry.path)))
+            out.append(HfFile(rel, entry.path, entry.path))
 
 
 def _scandir(path: Path) -> list[os.DirEntry[str]]:

@@ -172,7 +172,7 @@ def hf_repo_summary(repo: hfscan.HfRepo) -> CachedRepo:
     stats = repo.blob_stats
     revisions = []
     for rev in repo.revisions:
-        blobs = {f.blob for f in rev.files if f.blob in stats}
+        blobs = {f.blob_s for f in rev.files if f.blob_s in stats}
         if blobs:
             modified = max(stats[b].st_mtime for b in blobs)
         else:
@@ -231,8 +231,8 @@ def _scan_hf(
     inodes: dict[tuple[int, int], int],
 ) -> int:
     store = hfscan.shared_store_dir(cache_dir)
-    store_prefix = os.path.abspath(store) + os.sep if store else None
-    physical: dict[Path, int] = {}
+    store_prefix = os.path.realpath(store) + os.sep if store else None
+    physical: dict[str, int] = {}
     for repo in hfscan.read_cache(cache_dir):
         summary = hf_repo_summary(repo)
         repos.append(summary)
@@ -243,7 +243,7 @@ def _scan_hf(
         for p in hfscan.partial_files(repo.path):
             partials.append(PartialFile("hf", p, _size(p)))
     for payload, size in hfscan.shared_store_payloads(cache_dir).items():
-        physical[payload] = size
+        physical[str(payload)] = size
         try:
             st = payload.stat()
             inodes[(st.st_dev, st.st_ino)] = size
@@ -270,9 +270,9 @@ def _scan_ms(
     return sum(own.values())
 
 
-def _points_into(blob: Path, store_prefix: str) -> bool:
+def _points_into(blob: str, store_prefix: str) -> bool:
     try:
-        return blob.is_symlink() and os.path.abspath(os.path.realpath(blob)).startswith(store_prefix)
+        return os.path.islink(blob) and os.path.realpath(blob).startswith(store_prefix)
     except OSError:
         return False
 

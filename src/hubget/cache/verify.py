@@ -141,12 +141,12 @@ def _wanted(repo_id: str, repo_type: str, repo: str | None, wanted_type: str | N
 
 
 def _hf_checks(repo: hfscan.HfRepo, revision: str | None) -> list[FileCheck]:
-    by_blob: dict[Path, FileCheck] = {}
+    by_blob: dict[str, FileCheck] = {}
     for rev in hfscan.revisions_named(repo, revision):
         for f in rev.files:
-            check = by_blob.get(f.blob)
+            check = by_blob.get(f.blob_s)
             if check is None:
-                check = by_blob[f.blob] = _hf_check(repo, f)
+                check = by_blob[f.blob_s] = _hf_check(repo, f)
             if rev.commit not in check.revisions:
                 check.revisions.append(rev.commit)
             if f.path not in check.paths:
@@ -155,8 +155,8 @@ def _hf_checks(repo: hfscan.HfRepo, revision: str | None) -> list[FileCheck]:
 
 
 def _hf_check(repo: hfscan.HfRepo, f: hfscan.HfFile) -> FileCheck:
-    st = repo.blob_stats.get(f.blob)
-    in_blobs = f.blob.parent == repo.path / "blobs"
+    st = repo.blob_stats.get(f.blob_s)
+    in_blobs = os.path.dirname(f.blob_s) == os.path.abspath(repo.path / "blobs")
     algo = hfscan.hash_algo_of(f.etag) if in_blobs else None
     check = FileCheck(
         "hf", repo.repo_type, repo.repo_id, [], [], f.blob, st.st_size if st else 0, algo, None, "blob name"
