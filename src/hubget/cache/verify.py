@@ -24,7 +24,7 @@ from hubget import config
 from hubget.cache import hfscan, msscan
 from hubget.cache.hashpool import FileCheck, ProgressCallback, hash_all
 from hubget.cache.scan import cache_dirs, check_caches
-from hubget.errors import HubgetError, NotFoundError
+from hubget.errors import HubgetError, NetworkError, NotFoundError
 
 LISTING_TIMEOUT = 10.0  # seconds the ModelScope hub gets to answer a listing before it counts as unreachable
 
@@ -95,6 +95,7 @@ def verify(
     offline = config.hf_offline() if offline is None else offline
     hf_dir, ms_dir = cache_dirs(hf_cache_dir, ms_cache_dir)
     notes: list[str] = []
+    hub_down: list[str] = []  # why the ModelScope hub did not answer: asked once per run, not per repo
     checks: list[FileCheck] = []
     matched = False
     if "hf" in chosen:
@@ -106,7 +107,7 @@ def verify(
         for ms_repo in msscan.read_cache(ms_dir):
             if _wanted(ms_repo.repo_id, ms_repo.repo_type, repo, repo_type):
                 matched = True
-                checks.extend(_ms_checks(ms_repo, revision, offline, ms_endpoint, token, notes))
+                checks.extend(_ms_checks(ms_repo, revision, offline, ms_endpoint, token, notes, hub_down))
     if repo is not None and not matched:
         raise NotFoundError(f"{repo} is in neither cache ({hf_dir}, {ms_dir})")
     if repo is not None and revision is not None and not checks:
@@ -178,6 +179,7 @@ def _ms_checks(
     ms_endpoint: str | None,
     token: str | None,
     notes: list[str],
+    hub_down: list[str],
 ) -> list[FileCheck]:
     out: list[FileCheck] = []
     for rev in repo.revisions:
@@ -205,7 +207,7 @@ def _ms_checks(
                 unknown.append(check)
             out.append(check)
         if unknown:
-            _from_listing(repo, rev, unknown, offline, ms_endpoint, token, notes)
+            _from_listing(repo, rev, unknown, offline, ms_endpoint, token, notes, hub_down)
     return out
 
 
@@ -217,6 +219,7 @@ def _from_listing(
     ms_endpoint: str | None,
     token: str | None,
     notes: list[str],
+    hub_down: list[str],
 ) -> None:
     """Expected hashes from the hub's listing of this revision, for files no record covers."""
     where = f"{repo.repo_id}@{rev.name}"
@@ -229,8 +232,12 @@ def _from_listing(
         )
         return
     try:
+        if hub_down:
+            raise NetworkError(hub_down[0])
         listed = _ms_listing(repo, rev.name, ms_endpoint, token)
     except HubgetError as e:
+        if isinstance(e, NetworkError) and not hub_down:
+            hub_down.append(str(e))
         for c in checks:
             c.status, c.basis = "unverifiable", "no hash recorded in the ModelScope cache; hub unreachable"
         notes.append(
