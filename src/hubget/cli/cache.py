@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
-import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
+from hubget.cli.cache_output import HashProgress, ago, console, print_clean, print_json, print_verify
 from hubget.cli.progress import human_bytes
 from hubget.errors import IntegrityError
 
@@ -41,32 +40,6 @@ Which = Annotated[str, typer.Option("--cache", help="hf, ms or all.")]
 RepoType = Annotated[str | None, typer.Option(help="model, dataset or space (default: any).")]
 Json = Annotated[bool, typer.Option("--json", help="Print a JSON report on stdout.")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Say what would change; change nothing.")]
-
-
-def _console() -> Any:
-    from rich.console import Console
-
-    tty = sys.stdout.isatty()
-    return Console(highlight=False, soft_wrap=not tty, width=None if tty else 200)
-
-
-def _ago(ts: float) -> str:
-    delta = max(0.0, time.time() - ts)
-    for unit, seconds in (
-        ("year", 365 * 86400),
-        ("month", 30 * 86400),
-        ("day", 86400),
-        ("hour", 3600),
-        ("minute", 60),
-    ):
-        if delta >= seconds:
-            n = int(delta // seconds)
-            return f"{n} {unit}{'s' if n > 1 else ''} ago"
-    return "just now"
-
-
-def _print_json(payload: dict[str, Any]) -> None:
-    print(json.dumps(payload, indent=None))
 
 
 @cache_app.command("ls")
@@ -113,7 +86,7 @@ def ls(
             payload["rows"] = [
                 {"cache_id": repo.cache_id, "cache": repo.cache, **rev.as_json()} for repo, rev in rows if rev
             ]
-        _print_json(payload)
+        print_json(payload)
         return
     from rich.table import Table
 
@@ -137,13 +110,13 @@ def ls(
             "(detached)" if rev and repo.cache == "hf" else ""
         )
         cells = [repo.cache, repo.cache_id, *([rev.name if rev else ""] if revisions else [])]
-        cells += [human_bytes(entry.size_on_disk), str(entry.nb_files), _ago(repo.last_accessed)]
-        cells += [_ago(entry.last_modified), refs + (" [!]" if repo.problems else "")]
+        cells += [human_bytes(entry.size_on_disk), str(entry.nb_files), ago(repo.last_accessed)]
+        cells += [ago(entry.last_modified), refs + (" [!]" if repo.problems else "")]
         table.add_row(*cells)
-    console = _console()
-    console.print(table)
+    out = console()
+    out.print(table)
     where = ", ".join(str(d) for d in (result.hf_cache_dir, result.ms_cache_dir) if d)
-    console.print(
+    out.print(
         f"{len({id(r) for r, _ in rows})} repo(s), {human_bytes(result.size_on_disk)} "
         f"({human_bytes(result.disk_usage)} on disk once shared files count once) in {where}; "
         f"scanned in {result.seconds:.2f} s"
@@ -151,9 +124,9 @@ def ls(
     if result.partial_files:
         size = sum(p.size for p in result.partial_files)
         n = len(result.partial_files)
-        console.print(f"{n} unfinished download file(s), {human_bytes(size)} ('hubget cache prune')")
+        out.print(f"{n} unfinished download file(s), {human_bytes(size)} ('hubget cache prune')")
     if any(r.problems for r, _ in rows):
-        console.print("[!]: huggingface_hub would call this repo corrupted; see --json 'problems'")
+        out.print("[!]: huggingface_hub would call this repo corrupted; see --json 'problems'")
 
 
 @cache_app.command("verify")
@@ -197,7 +170,7 @@ def verify(
     """
     from hubget.cache import verify as run_verify
 
-    progress = None if json_output or not sys.stderr.isatty() else _HashProgress()
+    progress = None if json_output or not sys.stderr.isatty() else HashProgress()
     try:
         report = run_verify(
             repo,
@@ -218,80 +191,12 @@ def verify(
         if progress is not None:
             progress.close()
     if json_output:
-        _print_json(report.as_json())
+        print_json(report.as_json())
     else:
-        _print_verify(report)
+        print_verify(report)
     if report.unrepaired:
         hint = "" if repair else "; run again with --repair to fetch them again"
         raise IntegrityError(f"{len(report.unrepaired)} file(s) corrupt or missing and not repaired{hint}")
-
-
-class _HashProgress:
-    """Bytes hashed so far on stderr (a terminal only)."""
-
-    def __init__(self) -> None:
-        from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-
-        self.progress = Progress(
-            "verifying", BarColumn(), DownloadColumn(), TransferSpeedColumn(), transient=True
-        )
-        self.task = self.progress.add_task("verify", total=None)
-        self.progress.start()
-
-    def __call__(self, done: int, total: int) -> None:
-        self.progress.update(self.task, completed=done, total=total)
-
-    def close(self) -> None:
-        self.progress.stop()
-
-
-def _print_verify(report: Any) -> None:
-    from rich.table import Table
-
-    console = _console()
-    bad = [c for c in report.checks if c.status != "ok"]
-    if bad:
-        table = Table(box=None, pad_edge=False, header_style="bold")
-        for name in ("STATUS", "CACHE", "REPO", "PATH", "WHY"):
-            table.add_column(name, no_wrap=name != "WHY")
-        for c in sorted(bad, key=lambda c: (c.status, c.repo_id, c.paths[0])):
-            status = f"{c.status}, repaired" if c.repaired else c.status
-            why = c.note or c.basis
-            if c.status == "corrupt" and c.actual:
-                why = f"{c.algo} {c.actual[:12]}..., expected {str(c.expected)[:12]}... ({c.basis})"
-                why += f"; {c.note}" if c.note else ""
-            table.add_row(status, c.cache, c.repo_id, ", ".join(c.paths[:3]), why)
-        console.print(table)
-    for note in report.notes:
-        console.print(f"note: {note}")
-    counts = {s: len(report.with_status(s)) for s in ("ok", "corrupt", "missing", "unverifiable")}
-    repaired = sum(c.repaired for c in report.checks)
-    states = ", ".join(f"{n} {s}" for s, n in counts.items())
-    speed = f"{human_bytes(report.bytes_hashed)} hashed in {report.seconds:.2f} s"
-    speed += f" ({report.mb_per_s:.0f} MB/s, {report.workers} threads)"
-    fixed = f"; {repaired} repaired, {human_bytes(report.bytes_refetched)} fetched again" if repaired else ""
-    console.print(f"{len(report.checks)} file(s): {states}; {speed}{fixed}")
-
-
-def _print_clean(report: Any, json_output: bool, what: str) -> None:
-    if json_output:
-        _print_json(report.as_json())
-        return
-    console = _console()
-    verb = "would remove" if report.dry_run else "removed"
-    kinds: dict[str, int] = {}
-    for r in report.removed:
-        kinds[r.kind] = kinds.get(r.kind, 0) + 1
-    for r in report.removed:
-        if r.kind in ("revision", "repo", "partial", "blob") and (r.kind != "blob" or r.bytes_freed):
-            console.print(f"  {verb} {r.kind:9} {human_bytes(r.bytes_freed):>10}  {r.path}")
-    for s in report.skipped:
-        console.print(f"  kept      {s.path}: {s.reason}")
-    summary = ", ".join(f"{n} {k}(s)" for k, n in sorted(kinds.items())) or "nothing"
-    freed = "would free" if report.dry_run else "freed"
-    console.print(
-        f"{what}: {verb} {summary}; {freed} {human_bytes(report.bytes_freed)} ({report.bytes_freed} bytes)"
-    )
 
 
 @cache_app.command("rm")
@@ -328,7 +233,7 @@ def rm(
         hf_cache_dir=hf_cache_dir,
         ms_cache_dir=ms_cache_dir,
     )
-    _print_clean(report, json_output, f"{repo}" + (f"@{revision}" if revision else ""))
+    print_clean(report, json_output, f"{repo}" + (f"@{revision}" if revision else ""))
 
 
 @cache_app.command("prune")
@@ -358,7 +263,7 @@ def prune(
     report = run_prune(
         dry_run=dry_run, caches=cache, min_age=min_age, hf_cache_dir=hf_cache_dir, ms_cache_dir=ms_cache_dir
     )
-    _print_clean(report, json_output, "prune")
+    print_clean(report, json_output, "prune")
 
 
 @cache_app.command("export")
@@ -388,7 +293,7 @@ def export(
         repo, folder, revision=revision, repo_type=repo_type, copy=copy, hf_cache_dir=hf_cache_dir
     )
     if json_output:
-        _print_json(report.as_json())
+        print_json(report.as_json())
         return
     methods = {m: sum(1 for f in report.files if f.method == m) for m in ("reflink", "hardlink", "copy")}
     how = ", ".join(f"{n} {m}" for m, n in methods.items() if n)
@@ -437,7 +342,7 @@ def import_(
     for warning in report.warnings:
         print(f"hubget: warning: {warning}", file=sys.stderr)
     if json_output:
-        _print_json(report.as_json())
+        print_json(report.as_json())
         return
     checked = "checked against the hub" if report.checked_against_hub else "NOT checked (--offline)"
     print(f"{len(report.files)} file(s) imported as {repo}@{report.commit} ({checked}); refs/{report.ref}")
@@ -480,17 +385,17 @@ def dedup(
         ms_cache_dir=ms_cache_dir,
     )
     if json_output:
-        _print_json(report.as_json())
+        print_json(report.as_json())
         return
-    console = _console()
+    out = console()
     for group in report.groups:
-        console.print(f"  {human_bytes(group.size):>10}  {group.kept}  <- {len(group.linked)} file(s)")
+        out.print(f"  {human_bytes(group.size):>10}  {group.kept}  <- {len(group.linked)} file(s)")
     for path, reason in report.skipped:
-        console.print(f"  kept      {path}: {reason}")
+        out.print(f"  kept      {path}: {reason}")
     verb = "would save" if dry_run else "saved"
     saved = f"{verb} {human_bytes(report.bytes_saved)} ({report.bytes_saved} bytes)"
     hashed = f"{human_bytes(report.bytes_hashed)} hashed in {report.seconds:.2f} s"
-    console.print(f"{report.files_linked} file(s) in {len(report.groups)} group(s); {saved}; {hashed}")
+    out.print(f"{report.files_linked} file(s) in {len(report.groups)} group(s); {saved}; {hashed}")
 
 
 def register(app: typer.Typer) -> None:
