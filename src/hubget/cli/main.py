@@ -13,7 +13,7 @@ import typer
 from hubget.errors import ExitCode, HubgetError
 
 # Each name is a module hubget.cli.<name> with a function register(app: typer.Typer).
-COMMAND_MODULES: tuple[str, ...] = ("download", "serve", "demo", "clone", "pull")
+COMMAND_MODULES: tuple[str, ...] = ("download", "serve", "demo", "clone", "pull", "cache")
 
 app = typer.Typer(
     name="hubget",
@@ -69,7 +69,11 @@ def _register(argv: list[str]) -> None:
     named = next((a for a in argv if not a.startswith("-")), None)
     for name in [named] if named in COMMAND_MODULES else COMMAND_MODULES:
         importlib.import_module(f"hubget.cli.{name}").register(app)
-    for info in app.registered_commands:
+    commands = list(app.registered_commands)
+    for group in app.registered_groups:  # sub-apps (`hubget cache ...`): their commands too
+        if group.typer_instance is not None:
+            commands += group.typer_instance.registered_commands
+    for info in commands:
         if info.callback is not None and not getattr(info.callback, "__wrapped__", None):
             info.callback = _one_line_errors(info.callback)
 

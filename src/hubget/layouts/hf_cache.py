@@ -28,6 +28,11 @@ def repo_folder_name(repo_id: str, repo_type: str) -> str:
     return "--".join([f"{repo_type}s", *repo_id.split("/")])
 
 
+def blob_lock_path(cache_dir: Path, repo_folder: str, etag: str) -> Path:
+    """The lock huggingface_hub and hubget hold while they write ``blobs/{etag}`` of ``repo_folder``."""
+    return cache_dir / ".locks" / repo_folder / f"{etag}.lock"
+
+
 class HfCacheLayout:
     def __init__(self, ref: RepoRef, cache_dir: Path | str | None = None) -> None:
         self.ref = ref
@@ -39,7 +44,7 @@ class HfCacheLayout:
         return self.repo_dir / "blobs" / file.etag
 
     def lock_path(self, file: RemoteFile) -> Path:
-        return self.cache_dir / ".locks" / self.repo_dir.name / f"{file.etag}.lock"
+        return blob_lock_path(self.cache_dir, self.repo_dir.name, file.etag)
 
     def snapshot_dir(self, commit: str) -> Path:
         return self.repo_dir / "snapshots" / commit

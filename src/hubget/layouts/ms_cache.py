@@ -176,6 +176,12 @@ class VerifiedRecords:
             return {}
         return {k: v for k, v in files.items() if isinstance(v, list) and len(v) == 3}
 
+    def recorded(self, relpath: str) -> tuple[int, int, str | None] | None:
+        """(size, mtime_ns, sha256) as recorded when hubget last verified ``relpath``, if it did."""
+        with self._lock:
+            record = self._load().get(relpath)
+        return None if record is None else (record[0], record[1], record[2])
+
     def matches(self, relpath: str, size: int, mtime_ns: int, sha256: str | None) -> bool:
         with self._lock:
             record = self._load().get(relpath)

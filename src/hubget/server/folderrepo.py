@@ -8,7 +8,6 @@ described by sha256, the others by their git blob sha1, exactly as the hub descr
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import os
 import threading
@@ -17,18 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hubget.errors import EntryNotFoundError, RevisionNotFoundError
+from hubget.lfsrules import is_lfs_path, lfs_patterns
 from hubget.models import RepoType
 from hubget.server.hashcache import HashCache
 from hubget.server.repo import CACHE_DIR_NAME, Body, Entry, Ref, Repo, check_revision, lfs_pointer
 
-LFS_SIZE_THRESHOLD = 10 * 1024 * 1024
-# The patterns of the .gitattributes the Hugging Face Hub puts in every new repo.
-HF_DEFAULT_LFS_PATTERNS: tuple[str, ...] = (
-    "*.7z", "*.arrow", "*.bin", "*.bz2", "*.ckpt", "*.ftz", "*.gz", "*.h5", "*.joblib", "*.lfs.*",
-    "*.mlmodel", "*.model", "*.msgpack", "*.npy", "*.npz", "*.onnx", "*.ot", "*.parquet", "*.pb",
-    "*.pickle", "*.pkl", "*.pt", "*.pth", "*.rar", "*.safetensors", "saved_model/**/*", "*.tar.*",
-    "*.tar", "*.tflite", "*.tgz", "*.wasm", "*.xz", "*.zip", "*.zst", "*tfevents*", "*.gguf",
-)  # fmt: skip
 # Files a download tool leaves next to a copy (partial downloads, local_dir metadata): never served.
 _SKIP_DIRS = {".git", CACHE_DIR_NAME, ".hubget"}
 _SKIP_SUFFIXES = (".hubget-partial", ".hubget-partial.json", ".incomplete", ".lock")
@@ -39,28 +31,6 @@ def pointer_sha1(sha256: str, size: int) -> str:
     """The git blob id of the LFS pointer git would store for this file (the hub's tree ``oid``)."""
     pointer = lfs_pointer(sha256, size)
     return hashlib.sha1(b"blob %d\0" % len(pointer) + pointer).hexdigest()
-
-
-def lfs_patterns(folder: Path) -> tuple[str, ...]:
-    """``filter=lfs`` patterns of the folder's .gitattributes, or the hub's defaults without one."""
-    try:
-        text = (folder / ".gitattributes").read_text("utf-8", "replace")
-    except OSError:
-        return HF_DEFAULT_LFS_PATTERNS
-    patterns = [line.split()[0] for line in text.splitlines() if "filter=lfs" in line.split()[1:]]
-    return tuple(patterns) if patterns else HF_DEFAULT_LFS_PATTERNS
-
-
-def is_lfs_path(path: str, size: int, patterns: tuple[str, ...]) -> bool:
-    if size > LFS_SIZE_THRESHOLD:
-        return True
-    name = path.rsplit("/", 1)[-1]
-    for pattern in patterns:
-        # gitattributes: a pattern without a slash matches the name at any depth.
-        target = path if "/" in pattern.strip("/") else name
-        if fnmatch.fnmatchcase(target, pattern.lstrip("/")):
-            return True
-    return False
 
 
 def make_entry(rel: str, real: Path, size: int, patterns: tuple[str, ...], hashes: HashCache) -> Entry:

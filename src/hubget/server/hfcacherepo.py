@@ -12,9 +12,10 @@ import re
 from pathlib import Path
 
 from hubget.errors import EntryNotFoundError, RevisionNotFoundError, UnsafePathError
+from hubget.lfsrules import lfs_patterns
 from hubget.models import RepoType
 from hubget.paths import join_inside
-from hubget.server.folderrepo import lfs_patterns, make_entry, pointer_sha1
+from hubget.server.folderrepo import make_entry, pointer_sha1
 from hubget.server.hashcache import HashCache
 from hubget.server.repo import Body, Entry, Ref, Repo, check_revision
 
