@@ -22,7 +22,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "gitclone": ("cli", "server", "api"),
 }
 # Plain modules at the top of the package are shared by every layer and import none of the layers.
-BASE_MODULES = ("config", "errors", "models", "paths", "hashing", "filters")
+BASE_MODULES = ("config", "errors", "models", "paths", "hashing", "filters", "lfsrules")
 
 
 def module_name(path: Path) -> str:

@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 
 from hubget.cli.cache_output import HashProgress, ago, console, print_clean, print_json, print_verify
-from hubget.cli.progress import human_bytes
 from hubget.errors import IntegrityError
+from hubget.progress import human_bytes
 
 cache_app = typer.Typer(
     name="cache",

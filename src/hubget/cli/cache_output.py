@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Any
 
-from hubget.cli.progress import human_bytes
+from hubget.progress import human_bytes
 
 
 def console() -> Any:
