@@ -16,7 +16,7 @@ from bench.report import chart, markdown
 from bench.runner import Bench, RunRecord, load_records, save_records
 from bench.scenarios import SCENARIOS
 
-SMOKE_PEERS = ["hubget", "huggingface_hub", "aria2c"]
+SMOKE_PEERS = ["hubget", "huggingface_hub", "aria2c", "aria2c-hfd"]
 
 
 def _csv(value: str) -> list[str]:

@@ -5,7 +5,9 @@ Three shapes, each a plain folder under ``ROOT/{models,datasets}/bench/NAME`` th
 - ``chat-7b-scaled``: a 7B chat model scaled down: sharded safetensors *and* .bin (as many chat repos
   ship both), their index files, tokenizer and config files, custom modelling code;
 - ``chat-7b-capped``: the same shape with smaller shards, for the scenario with capped connections;
-- ``small-files``: a dataset of thousands of small files, where per-file latency decides.
+- ``small-files``: a dataset of thousands of small files, where per-file latency decides;
+- ``realhub``: a model as the Hub stores it today (a few 48-96 MB safetensors shards, a tokenizer of
+  20-30 MB, text files), served by the hub replica (bench/replica.py) rather than `hubget serve`.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ import random
 import shutil
 import struct
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 MB = 1024 * 1024
 BLOCK = 4 * MB
@@ -67,6 +71,30 @@ SCALES: dict[str, Sizes] = {
         # Low enough that the cap, not this 2-core machine's CPU, limits a client with 8 connections.
         cap_per_conn=5 * MB,
         capped_shard_bytes=64 * MB,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class RealHubSizes:
+    """The ``realhub`` repo at one scale: shards and the larger side files, in bytes."""
+
+    shards: tuple[int, ...]
+    tokenizer_json: int  # LFS (and so Xet) by size on the Hub when above 10 MB
+    vision_tower: int
+    tokenizer_model: int
+    vocab_json: int  # regular files, sent by the hub itself (gzipped to clients accepting it)
+    merges_txt: int
+
+
+REALHUB_SCALES: dict[str, RealHubSizes] = {
+    "small": RealHubSizes((3 * MB, 3 * MB, 2 * MB, 2 * MB), 1 * MB, 1 * MB, 256 * 1024, 64 * 1024, 32 * 1024),
+    "medium": RealHubSizes(
+        (48 * MB, 44 * MB, 36 * MB, 28 * MB), 11 * MB, 14 * MB, 2 * MB, 1 * MB, 512 * 1024
+    ),
+    # Like a 1.5B-parameter model in bf16 cut into 4 shards, with a Gemma-sized tokenizer.json.
+    "full": RealHubSizes(
+        (96 * MB, 88 * MB, 72 * MB, 56 * MB), 22 * MB, 28 * MB, 4 * MB, int(2.7 * MB), int(1.6 * MB)
     ),
 }
 
@@ -194,12 +222,116 @@ def _small_files(folder: Path, sizes: Sizes) -> dict[str, str]:
     return out
 
 
-GENERATORS = {
+def _text_lines(
+    path: Path,
+    size: int,
+    line: Callable[[random.Random, int], str],
+    rng: random.Random,
+    head: bytes,
+    tail: bytes,
+) -> str:
+    """``head``, generated whole lines, spaces, ``tail``: exactly ``size`` bytes of text that gzip shrinks
+    as it shrinks real vocabularies. Written as generated (little memory); returns the sha256."""
+    digest = hashlib.sha256()
+    room = size - len(head) - len(tail)
+    with open(path, "wb") as f:
+
+        def put(data: bytes) -> None:
+            digest.update(data)
+            f.write(data)
+
+        put(head)
+        i = 0
+        while True:
+            piece = line(rng, i).encode()
+            if len(piece) > room:
+                break
+            put(piece)
+            room -= len(piece)
+            i += 1
+        put(b" " * room + tail)
+    return digest.hexdigest()
+
+
+def _word(rng: random.Random) -> str:
+    return "".join(rng.choice("abcdefghijklmnopqrstuvwxyz\u0120") for _ in range(rng.randint(2, 9)))
+
+
+def _realhub_model(folder: Path, sizes: RealHubSizes) -> dict[str, str]:
+    """A repo shaped like the models people download today: 4 safetensors shards and their index,
+    a large tokenizer.json and a vision tower (both Xet-backed on the Hub: above 10 MB), the
+    tokenizer model, vocab and merges (regular files), configs, README and .gitattributes."""
+    rng = random.Random(12)
+    out: dict[str, str] = {}
+    n = len(sizes.shards)
+    weight_map: dict[str, str] = {}
+    for i, size in enumerate(sizes.shards, 1):
+        name = f"model-{i:05d}-of-{n:05d}.safetensors"
+        tensor = f"model.layers.{i - 1}.weight"
+        out[name] = _random_file(folder / name, size, _safetensors_header(tensor, size))
+        weight_map[tensor] = name
+    weight_map["vision_tower.weight"] = "vision_tower.safetensors"
+    out["vision_tower.safetensors"] = _random_file(
+        folder / "vision_tower.safetensors",
+        sizes.vision_tower,
+        _safetensors_header("vision_tower.weight", sizes.vision_tower),
+    )
+    index = {"metadata": {"total_size": sum(sizes.shards)}, "weight_map": weight_map}
+    out["model.safetensors.index.json"] = _text_file(
+        folder / "model.safetensors.index.json", json.dumps(index, indent=2)
+    )
+    out["tokenizer.json"] = _text_lines(
+        folder / "tokenizer.json",
+        sizes.tokenizer_json,
+        lambda r, i: f'"{_word(r)}{i}": {i}, ',
+        rng,
+        b'{"model": {"vocab": {',
+        b'"<eos>": 0}}}',
+    )
+    out["tokenizer.model"] = _random_file(folder / "tokenizer.model", sizes.tokenizer_model)
+    out["vocab.json"] = _text_lines(
+        folder / "vocab.json",
+        sizes.vocab_json,
+        lambda r, i: f'"{_word(r)}{i}": {i},\n',
+        rng,
+        b"{",
+        b'"<eos>": 0}',
+    )
+    out["merges.txt"] = _text_lines(
+        folder / "merges.txt", sizes.merges_txt, lambda r, i: f"{_word(r)} {_word(r)}\n", rng, b"", b""
+    )
+    config = {
+        "architectures": ["BenchVLForConditionalGeneration"],
+        "model_type": "benchvl",
+        "hidden_size": 1536,
+        "num_hidden_layers": 28,
+        "torch_dtype": "bfloat16",
+    }
+    out["config.json"] = _text_file(folder / "config.json", json.dumps(config, indent=2))
+    out["generation_config.json"] = _text_file(folder / "generation_config.json", '{"max_new_tokens": 512}\n')
+    out["tokenizer_config.json"] = _text_file(
+        folder / "tokenizer_config.json", '{"model_max_length": 32768, "chat_template": "{{ messages }}"}\n'
+    )
+    out["special_tokens_map.json"] = _text_file(
+        folder / "special_tokens_map.json", '{"eos_token": "<eos>"}\n'
+    )
+    out["README.md"] = _text_file(folder / "README.md", "# bench model\nShaped like a Hub model of 2026.\n")
+    out[".gitattributes"] = _text_file(
+        folder / ".gitattributes",
+        "".join(f"*.{e} filter=lfs diff=lfs merge=lfs -text\n" for e in ("safetensors", "bin", "model")),
+    )
+    return out
+
+
+GENERATORS: dict[str, tuple[str, Callable[[Path, Any], dict[str, str]]]] = {
     "large-file": ("model", _large_file),
     "chat-7b-scaled": ("model", _chat_model),
     "chat-7b-capped": ("model", _chat_model_capped),
     "small-files": ("dataset", _small_files),
+    "realhub": ("model", _realhub_model),
 }
+# Repos sized by their own table rather than by SCALES (so adding one leaves the others' manifests valid).
+OWN_SIZES: dict[str, dict[str, Any]] = {"realhub": REALHUB_SCALES}
 
 
 GIT_REPO = "chat-7b-git"
@@ -260,10 +392,10 @@ def ensure_repo(root: Path, name: str, scale: str) -> BenchRepo:
     if name == GIT_REPO:
         return ensure_git_repo(root, scale)
     repo_type, generate = GENERATORS[name]
-    sizes = SCALES[scale]
+    sizes = OWN_SIZES[name][scale] if name in OWN_SIZES else SCALES[scale]
     folder = root / ("models" if repo_type == "model" else "datasets") / OWNER / name
     manifest = root / ".manifests" / f"{name}.json"
-    wanted = {"scale": scale, "sizes": sizes.__dict__}
+    wanted = json.loads(json.dumps({"scale": scale, "sizes": sizes.__dict__}))  # tuples as JSON gives them
     if manifest.is_file():
         saved = json.loads(manifest.read_text())
         if saved.get("key") == wanted and all((folder / p).is_file() for p in saved["files"]):

@@ -3,8 +3,11 @@ process), with the settings their own documentation or code use by default or fo
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,9 +64,14 @@ def _hubget(source: str) -> Callable[[str, BenchRepo, Path], Invocation]:
     return build
 
 
-def _child(peer: str, extra_env: dict[str, str] | None = None, max_workers: int = 0):  # type: ignore[no-untyped-def]
+def _child(  # type: ignore[no-untyped-def]
+    peer: str,
+    extra_env: dict[str, str] | None = None,
+    max_workers: int = 0,
+    python: Callable[[], str] = lambda: sys.executable,
+):
     def build(endpoint: str, repo: BenchRepo, dest: Path) -> Invocation:
-        cmd = [sys.executable, "-m", "bench.child", peer, "--endpoint", endpoint, "--repo-id", repo.repo_id]
+        cmd = [python(), "-m", "bench.child", peer, "--endpoint", endpoint, "--repo-id", repo.repo_id]
         cmd += ["--repo-type", repo.repo_type, "--dest", str(dest)]
         if max_workers:
             cmd += ["--max-workers", str(max_workers)]
@@ -94,6 +102,23 @@ def _aria2c(endpoint: str, repo: BenchRepo, dest: Path) -> Invocation:
     return Invocation(cmd, {}, _dest_itself)
 
 
+def _aria2c_hfd(endpoint: str, repo: BenchRepo, dest: Path) -> Invocation:
+    """hfd.sh with its defaults (THREADS=4, CONCURRENT=5): the repo's files as an aria2 input file of
+    resolve URLs, then exactly its command line:
+    ``aria2c --console-log-level=error --file-allocation=none -x 4 -j 5 -s 4 -k 1M -c -i LIST
+    --save-session=LIST``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for f in repo.files:
+        folder, _, name = f.path.rpartition("/")
+        lines += [hf_resolve_url(endpoint, repo, f.path), f" dir={dest / folder}", f" out={name}", ""]
+    listing = dest.parent / (dest.name + ".aria2c_urls.txt")
+    listing.write_text("\n".join(lines) + "\n")
+    cmd = ["aria2c", "--console-log-level=error", "--file-allocation=none", "-x", "4", "-j", "5", "-s", "4"]
+    cmd += ["-k", "1M", "-c", "-i", str(listing), f"--save-session={listing}"]
+    return Invocation(cmd, {}, _dest_itself)
+
+
 def _git_clone(hubget: bool) -> Callable[[str, BenchRepo, Path], Invocation]:
     """`git clone URL` (git-lfs's smudge filter fetches every LFS file) or `hubget clone URL`."""
 
@@ -118,6 +143,25 @@ def _has(module: str) -> Callable[[], bool]:
     return check
 
 
+def hf026_python() -> str:
+    """The interpreter of a venv with huggingface_hub 0.26 and hf_transfer (the last huggingface_hub whose
+    fast path is hf_transfer): HUBGET_BENCH_HF026_PYTHON, else HUBGET_TEST_HF026_PYTHON (the protocol
+    tests' venv), else /tmp/hubget-hf026/bin/python."""
+    for var in ("HUBGET_BENCH_HF026_PYTHON", "HUBGET_TEST_HF026_PYTHON"):
+        if os.environ.get(var):
+            return os.environ[var]
+    return "/tmp/hubget-hf026/bin/python"
+
+
+@functools.cache
+def _hf026_ready() -> bool:
+    python = hf026_python()
+    if not Path(python).is_file():
+        return False
+    probe = "import hf_transfer, huggingface_hub; assert huggingface_hub.__version__.startswith('0.26')"
+    return subprocess.run([python, "-c", probe], capture_output=True, timeout=60).returncode == 0
+
+
 # modelscope 1.40 (modelscope_hub 0.5) splits a file into ranges only above
 # MODELSCOPE_DOWNLOAD_PARALLEL_THRESHOLD_MB (default 500) and with MODELSCOPE_DOWNLOAD_PARALLEL_WORKERS > 1
 # (default 1, capped at 16); files at once are snapshot_download's max_workers (default 4).
@@ -140,8 +184,8 @@ PEERS: dict[str, Peer] = {
             "huggingface_hub",
             "huggingface_hub",
             "hf",
-            "snapshot_download(), default 8 workers",
-            _child("huggingface_hub"),
+            "snapshot_download(), default 8 workers, HF_HUB_DISABLE_XET=1 (plain HTTP, Xet bridge too)",
+            _child("huggingface_hub", {"HF_HUB_DISABLE_XET": "1"}),
             _has("huggingface_hub"),
         ),
         Peer(
@@ -158,6 +202,22 @@ PEERS: dict[str, Peer] = {
             "hf",
             "aria2c -x16 -s16 -j5 -k1M on an input file of resolve URLs",
             _aria2c,
+            lambda: shutil.which("aria2c") is not None,
+        ),
+        Peer(
+            "hf_transfer-0.26",
+            "hf_transfer (huggingface_hub 0.26)",
+            "hf",
+            "huggingface_hub 0.26.5 snapshot_download(), default 8 workers, HF_HUB_ENABLE_HF_TRANSFER=1",
+            _child("huggingface_hub", {"HF_HUB_ENABLE_HF_TRANSFER": "1"}, python=hf026_python),
+            _hf026_ready,
+        ),
+        Peer(
+            "aria2c-hfd",
+            "aria2c (hfd.sh defaults)",
+            "hf",
+            "hfd.sh's aria2c -x 4 -j 5 -s 4 -k 1M -c on an input file of resolve URLs",
+            _aria2c_hfd,
             lambda: shutil.which("aria2c") is not None,
         ),
         Peer(

@@ -140,6 +140,48 @@ def scenario_table(name: str, sums: dict[str, Summary]) -> list[str]:
     return lines
 
 
+def _median(values: Iterable[float]) -> float:
+    vals = list(values)
+    return statistics.median(vals) if vals else 0.0
+
+
+def replica_table(name: str, records: Iterable[RunRecord]) -> list[str]:
+    """What the hub replica counted for each peer: medians per run, 429s summed over all runs."""
+    runs: dict[str, list[RunRecord]] = {}
+    for r in records:
+        if r.scenario == name and r.hub:
+            runs.setdefault(r.peer, []).append(r)
+    if not runs:
+        return []
+    lines = [
+        f"What the replica counted ({name}; medians per run, 429s over all runs):",
+        "",
+        "| peer | resolver calls | per file (max) | 429s api / resolvers | hub requests "
+        "| bridge requests | bridge connections (peak at once) | hub connections (peak) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for peer in _order(runs):
+        rs = runs[peer]
+        files = rs[0].files or 1
+        resolves = _median(sum(r.hub["resolves"].values()) for r in rs)
+        worst = max(max(r.hub["resolves"].values(), default=0) for r in rs)
+        api = sum(int(r.hub["too_many"].get("api", 0)) for r in rs)
+        resolvers = sum(int(r.hub["too_many"].get("resolvers", 0)) for r in rs)
+
+        def med(key: str, origin: str, rs: list[RunRecord] = rs) -> str:
+            x = _median(float(r.hub[key][origin]) for r in rs)
+            return f"{x:.0f}" if x == int(x) else f"{x:.1f}"
+
+        lines.append(
+            f"| {PEERS[peer].label} | {resolves:.0f} ({resolves / files:.2f} per file) | {worst} "
+            f"| {api} / {resolvers} | {med('requests', 'hub')} | {med('requests', 'bridge')} "
+            f"| {med('connections', 'bridge')} ({med('max_connections', 'bridge')}) "
+            f"| {med('connections', 'hub')} ({med('max_connections', 'hub')}) |"
+        )
+    lines.append("")
+    return lines
+
+
 @dataclass
 class Target:
     text: str
@@ -169,6 +211,19 @@ def targets(all_sums: dict[str, dict[str, Summary]]) -> list[Target]:
     ]
     for scenario in ("large", "sharded", "small-files", "capped"):
         out.append(Target(f"hubget vs modelscope defaults, {scenario}", 2.0, ratio(scenario, "modelscope")))
+    if "realhub" in all_sums:  # issue 12: against a replica of huggingface.co
+        out.append(
+            Target(
+                "hubget vs huggingface_hub, replica of the real hub", 4.0, ratio("realhub", "huggingface_hub")
+            )
+        )
+        out.append(
+            Target(
+                "hubget vs hf_transfer (huggingface_hub 0.26), replica of the real hub",
+                1.5,
+                ratio("realhub", "hf_transfer-0.26"),
+            )
+        )
     rss = [s.peak_rss / MB for sums in all_sums.values() for p, s in sums.items() if p.startswith("hubget")]
     out.append(Target("hubget peak RSS, any scenario", 200.0, max(rss) if rss else None, unit="MB"))
     return out
@@ -188,6 +243,16 @@ def markdown(records: list[RunRecord], meta: dict[str, object], chart: str | Non
         "repetitions (peak RSS: the largest). *hubget speed-up* is the peer's wall time divided by "
         "hubget's (hubget `--source modelscope` for the modelscope rows): above 1x hubget is faster.",
         "",
+        *(
+            [
+                "The realhub scenario is served by a replica of huggingface.co instead (bench/replica.py: "
+                "hub -> 302 -> Xet bridge, signed URLs, rate limits, every connection capped, a round-trip "
+                "time added), which also counts what each peer asked of it.",
+                "",
+            ]
+            if any(SCENARIOS[n].server == "replica" for n in all_sums if n in SCENARIOS)
+            else []
+        ),
         "Reproduce: `python -m bench --scale full --repeat 3 --out docs` (`--help` for scenarios and peers).",
         "",
     ]
@@ -213,6 +278,8 @@ def markdown(records: list[RunRecord], meta: dict[str, object], chart: str | Non
     for name in SCENARIOS:
         if name in all_sums:
             lines += scenario_table(name, all_sums[name])
+            if SCENARIOS[name].server == "replica":
+                lines += replica_table(name, records)
     loads = [r.loadavg for r in records if r.loadavg]
     if loads:
         lines += [

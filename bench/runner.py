@@ -10,10 +10,12 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench.data import SCALES, BenchRepo, ensure_repo
 from bench.measure import Measured, run_measured
 from bench.peers import PEERS, REPO_ROOT
+from bench.replica import ReplicaServer
 from bench.scenarios import SCENARIOS, Scenario
 from bench.servers import CappedProxy, HubServer
 from bench.verify import verify_tree
@@ -41,6 +43,12 @@ class RunRecord:
     killed_after: float = 0.0
     disk_bytes: int = 0  # space the result takes (hard links and shared blocks counted once)
     loadavg: float = 0.0  # 1-minute load average when the run started: the machine is shared
+    loadavg_end: float = 0.0  # ... and when it ended
+    # replica scenarios: what the hub replica counted during this run (bench.replica.snapshot)
+    hub: dict[str, Any] = field(default_factory=dict)
+
+
+Origin = HubServer | ReplicaServer  # what serves the bytes; both count them (``bytes_sent()``)
 
 
 def child_env(work: Path, endpoint: str) -> dict[str, str]:
@@ -101,37 +109,62 @@ class Bench:
             if sc.repo not in repos:
                 repo = repos[sc.repo] = ensure_repo(self.root, sc.repo, self.scale)
                 self.log(f"repo {repo.repo_id}: {len(repo.files)} files, {repo.total_bytes / 1e6:,.1f} MB")
-        server = HubServer(self.root, self.root.parent / "server.log")
+        served = [n for n in scenario_names if SCENARIOS[n].server == "serve"]
+        server = HubServer(self.root, self.root.parent / "server.log") if served else None
         try:
-            for repo in repos.values():
-                server.warm(repo.repo_id, repo.repo_type)
+            for repo_name in {SCENARIOS[n].repo for n in served}:
+                assert server is not None
+                server.warm(repos[repo_name].repo_id, repos[repo_name].repo_type)
             for name in scenario_names:
-                self._scenario(SCENARIOS[name], repos[SCENARIOS[name].repo], server)
+                sc = SCENARIOS[name]
+                if sc.server == "replica":
+                    self._replica_scenario(sc, repos[sc.repo])
+                else:
+                    assert server is not None
+                    self._scenario(sc, repos[sc.repo], server)
         finally:
-            server.stop()
+            if server is not None:
+                server.stop()
         return self.records
 
-    def _scenario(self, sc: Scenario, repo: BenchRepo, server: HubServer) -> None:
+    def _repetitions(self, sc: Scenario, repo: BenchRepo, endpoint: str, origin: Origin) -> None:
         peers = self.peers_for(sc)
+        first = self.first_rep.get(sc.name, 0)
+        for rep in range(first, first + self.repeat):
+            for order, peer in enumerate(_rotate(peers, rep)):
+                rec = self._one(sc, repo, peer, rep, order, endpoint, origin)
+                self.records.append(rec)
+                if self.on_record is not None:
+                    self.on_record(rec)
+
+    def _scenario(self, sc: Scenario, repo: BenchRepo, server: HubServer) -> None:
         proxy = None
         endpoint = server.url
         if sc.capped:
             proxy = CappedProxy(server.url, self.sizes.cap_per_conn, self.work / "nginx")
             endpoint = proxy.url
         try:
-            first = self.first_rep.get(sc.name, 0)
-            for rep in range(first, first + self.repeat):
-                for order, peer in enumerate(_rotate(peers, rep)):
-                    rec = self._one(sc, repo, peer, rep, order, endpoint, server)
-                    self.records.append(rec)
-                    if self.on_record is not None:
-                        self.on_record(rec)
+            self._repetitions(sc, repo, endpoint, server)
         finally:
             if proxy is not None:
                 proxy.stop()
 
+    def _replica_scenario(self, sc: Scenario, repo: BenchRepo) -> None:
+        self.work.mkdir(parents=True, exist_ok=True)
+        replica = ReplicaServer(
+            repo.folder,
+            repo.repo_id,
+            self.work / f"replica-{sc.name}.log",
+            rate_per_conn=sc.rate_per_conn,
+            rtt=sc.rtt,
+        )
+        try:
+            self._repetitions(sc, repo, replica.hub_url, replica)
+        finally:
+            replica.stop()
+
     def _one(
-        self, sc: Scenario, repo: BenchRepo, peer: str, rep: int, order: int, endpoint: str, server: HubServer
+        self, sc: Scenario, repo: BenchRepo, peer: str, rep: int, order: int, endpoint: str, origin: Origin
     ) -> RunRecord:
         work = self.work / sc.name / f"{peer}-{rep}"
         shutil.rmtree(work, ignore_errors=True)
@@ -140,6 +173,9 @@ class Bench:
         inv = PEERS[peer].build(endpoint, repo, dest)
         env = {**child_env(work, endpoint), **inv.env}
         rec = RunRecord(sc.name, peer, rep, order, repo.total_bytes, len(repo.files), False, 0, 0, 0, 0, 0)
+        replica = origin if isinstance(origin, ReplicaServer) else None
+        if replica is not None:
+            replica.reset()  # a fresh client: counters and rate-limit windows start again
         rec.loadavg = os.getloadavg()[0]
         try:
             if sc.resume:
@@ -150,14 +186,17 @@ class Bench:
                     env,
                     REPO_ROOT,
                     work / "logs-killed",
-                    server.bytes_sent,
+                    origin.bytes_sent,
                     kill_when=lambda b: b >= half,
                 )
                 rec.killed_at_bytes = first.bytes_fetched
                 rec.killed_after = time.monotonic() - started
                 if not first.killed:
                     rec.error = "finished before it could be killed at 50%"
-            m = run_measured(inv.cmd, env, REPO_ROOT, work / "logs", server.bytes_sent)
+            m = run_measured(inv.cmd, env, REPO_ROOT, work / "logs", origin.bytes_sent)
+            rec.loadavg_end = os.getloadavg()[0]
+            if replica is not None:
+                rec.hub = replica.counters()
             self._fill(rec, m)
             if m.returncode == 0:
                 verdict = verify_tree(inv.files_root(m.stdout, dest), repo)
@@ -200,6 +239,12 @@ def _line(r: RunRecord) -> str:
     mbps = r.total_bytes / r.wall / 1e6 if r.wall else 0
     status = "ok" if r.ok else f"FAIL {r.error or '; '.join(r.problems)}"
     extra = f" killed@{r.killed_at_bytes / 1e6:.0f}MB" if r.killed_at_bytes else ""
+    if r.hub:
+        h = r.hub
+        extra += (
+            f" resolves {sum(h['resolves'].values())} 429s {sum(h['too_many'].values())}"
+            f" bridge conns {h['connections']['bridge']} (peak {h['max_connections']['bridge']})"
+        )
     return (
         f"  {r.scenario:12} {r.peer:20} rep{r.rep} {r.wall:7.2f}s {mbps:8.1f} MB/s cpu {r.cpu:6.2f}s "
         f"rss {r.peak_rss / 1e6:6.1f}MB fetched {r.bytes_fetched / 1e6:8.1f}MB{extra} "

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 ALL_HF = ("hubget", "huggingface_hub", "hf_transfer", "aria2c")
 ALL_MS = ("hubget-ms", "modelscope", "modelscope-parallel")
+REALHUB_PEERS = ("hubget", "huggingface_hub", "hf_transfer-0.26", "aria2c-hfd")
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,11 @@ class Scenario:
     peers: tuple[str, ...]
     capped: bool = False  # every connection through nginx limit_rate
     resume: bool = False  # kill at half the bytes, then run again to the end
+    # "serve": `hubget serve` (nginx in front when capped); "replica": the hub replica (bench/replica.py),
+    # hub -> 302 -> Xet bridge, every connection capped at ``rate_per_conn``, ``rtt`` added.
+    server: str = "serve"
+    rate_per_conn: int = 0  # bytes/s, replica only
+    rtt: tuple[float, float] = (0.0, 0.0)  # seconds, drawn per connection, replica only
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -38,6 +44,16 @@ SCENARIOS: dict[str, Scenario] = {
             "large-file",
             ("hubget", "huggingface_hub"),
             resume=True,
+        ),
+        Scenario(
+            "realhub",
+            "replica of the real hub: 302 to the Xet bridge, 8 MB/s per connection, RTT 20-50 ms",
+            "realhub",
+            REALHUB_PEERS,
+            server="replica",
+            # CloudFront edges of the Xet bridge cap a connection at about 8.7 MB/s (README).
+            rate_per_conn=8_000_000,
+            rtt=(0.020, 0.050),
         ),
     )
 }

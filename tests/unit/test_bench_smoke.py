@@ -53,6 +53,39 @@ def test_bench_small_scale_runs_and_verifies(tmp_path: Path) -> None:
     assert (out / "benchmarks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+REALHUB_PEERS = ("hubget", "huggingface_hub", "aria2c-hfd")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(shutil.which("aria2c") is None, reason="needs aria2")
+def test_bench_realhub_small_scale_counts_what_each_peer_asked(tmp_path: Path) -> None:
+    """The replica scenario: hub -> 302 -> Xet bridge, capped, with RTT; files verified, counters kept."""
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "bench", "--scale", "small", "--repeat", "1", "--scenarios", "realhub"]
+    cmd += ["--peers", ",".join(REALHUB_PEERS), "--out", str(out), "--data-dir", str(tmp_path / "data")]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=110)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    runs = json.loads((out / "benchmarks.json").read_text())["runs"]
+    assert sorted(r["peer"] for r in runs) == sorted(REALHUB_PEERS)
+    for r in runs:
+        assert r["ok"] and r["verified"] == r["files"] > 0, r
+        hub = r["hub"]
+        assert set(hub["resolves"]) and len(hub["resolves"]) == r["files"], hub  # every file resolved
+        assert sum(hub["too_many"].values()) == 0
+        assert sum(hub["bridge_requests"].values()) > 0  # LFS files came from the bridge
+        assert r["bytes_fetched"] == hub["bytes"]["hub"] + hub["bytes"]["bridge"] > 0
+        assert r["loadavg"] > 0 or r["loadavg_end"] >= 0
+    hubget = next(r for r in runs if r["peer"] == "hubget")
+    assert set(hubget["hub"]["resolves"].values()) == {1}  # one resolver call per file (README)
+
+    md = (out / "benchmarks.md").read_text()
+    assert "What the replica counted (realhub" in md
+    assert "| hubget vs huggingface_hub, replica of the real hub | >= 4.0x |" in md
+    rows = [line for line in md.splitlines() if line.startswith("| aria2c (hfd.sh defaults) |")]
+    assert len(rows) == 3, rows  # timings, counters, how it is run
+
+
 def test_verification_flags_a_wrong_or_missing_file(tmp_path: Path) -> None:
     from bench.data import ensure_repo
     from bench.verify import verify_tree
