@@ -474,7 +474,8 @@ def test_keyboard_interrupt_persists_state_and_reraises(server, tmp_path):
     server.fault("/k", Fault("stall", times=-1, after=128 * KiB, seconds=60))
     dest = tmp_path / "k"
     sink = Recorder()
-    engine = small_engine(save_interval=3600, stall_timeout=60, progress=sink)
+    # Four connections and no more (no widening while stalled), so exactly 4 x 128 KiB get written.
+    engine = small_engine(save_interval=3600, stall_timeout=60, progress=sink, max_connections=4)
 
     def interrupt_when_writing():
         if _wait(lambda: sum(sink.advanced.values()) >= 4 * 128 * KiB):

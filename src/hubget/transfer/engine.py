@@ -24,11 +24,13 @@ from hubget.transfer.filetask import FileTask
 from hubget.transfer.http import HttpClient
 from hubget.transfer.jobs import FileJob, FileResult, ProgressSink
 from hubget.transfer.ranges import IntervalSet
-from hubget.transfer.scheduler import Limits, Scheduler
+from hubget.transfer.scheduler import SPLIT_MIN, Limits, Scheduler
 
 MiB = 1024 * 1024
 MAX_CONNECTIONS = 64  # default ceiling on the connections of one run (all files together)
 BUFFER_BUDGET = 48 * MiB  # read buffers of all workers together, at most
+# Files from this size up start as one stream that idle connections may split when it is slow.
+STREAM_SPLIT = 2 * SPLIT_MIN
 FINISHERS = 4  # threads that verify, fsync and rename finished files, off the download workers' path
 
 
@@ -185,7 +187,7 @@ class Engine:
         try:
             task.open()
             split, chunk = self._sched.split_for(self.min_chunk)
-            task.plan(split, self.connections, chunk, self.max_chunk)
+            task.plan(split, self.connections, chunk, self.max_chunk, stream_split=STREAM_SPLIT)
         except HubgetError as e:
             with self._sched.cv:
                 self._sched.fail(task, e)

@@ -383,14 +383,26 @@ class FileTask:
             else:
                 raise disk_error(e, f"cannot reserve {size} bytes for", self.partial) from e
 
-    def plan(self, split_threshold: int, connections: int, min_chunk: int, max_chunk: int) -> None:
-        """Cut what is missing into segments; large files get many connections."""
+    def plan(
+        self, split_threshold: int, connections: int, min_chunk: int, max_chunk: int, stream_split: int = 0
+    ) -> None:
+        """Cut what is missing into segments; large files get many connections.
+
+        A file from ``stream_split`` up to ``split_threshold`` starts as one stream per missing
+        stretch, which connections left idle may split (work stealing) when it turns out slow: on
+        fast connections it is one request, on connections capped by a CDN it ends with several.
+        """
         if self.size is None:
             self.pending = [Segment(0, UNKNOWN_END)]
             return
-        self.ranged = self.size >= split_threshold and connections > 1
-        self.max_conns = connections if self.ranged else 1
+        self.ranged = connections > 1 and self.size >= split_threshold
+        stream_first = connections > 1 and not self.ranged and 0 < stream_split <= self.size
+        self.max_conns = connections if self.ranged or stream_first else 1
         gaps = self.done.missing(self.size)
+        if stream_first:
+            self.ranged = True
+            self.pending = [Segment(s, e) for s, e in gaps]
+            return
         if not self.ranged:
             self.pending = [Segment(s, e) for s, e in gaps]
             return

@@ -20,7 +20,7 @@ from hubget.transfer.http import Response
 from hubget.transfer.jobs import FileResult, ProgressSink
 
 MiB = 1024 * 1024
-WIDEN_AFTER = 3.0  # seconds a file is measured before it may get more than ``connections`` ranges
+WIDEN_AFTER = 1.0  # seconds a file is measured before it may get more than ``connections`` ranges
 STEAL_WORTH = 1.0  # seconds of a victim's remaining transfer that are worth a dropped connection
 SPLIT_SECONDS = 1.0  # a file one connection would need longer than this for is fetched as ranges
 SPLIT_MIN = 2 * MiB  # ...but never a file smaller than this (latency, not bandwidth, dominates)
