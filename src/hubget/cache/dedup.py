@@ -38,6 +38,7 @@ from hubget.cache.import_folder import folder_files
 from hubget.cache.inuse import held
 from hubget.cache.links import make_read_only, place
 from hubget.cache.scan import cache_dirs, check_caches
+from hubget.layouts.fsutil import list_dir
 from hubget.layouts.ms_cache import sdk_lock_path
 
 MIN_SIZE = 1024 * 1024  # below this, a link saves less than the hashing costs
@@ -147,7 +148,7 @@ def dedup(
 def _hf_candidates(cache_dir: Path) -> list[Candidate]:
     out = []
     for repo in hfscan.read_cache(cache_dir):
-        for entry in _scandir(repo.path / "blobs"):
+        for entry in list_dir(repo.path / "blobs"):
             if hfscan.is_partial_name(entry.name) or not entry.is_file(follow_symlinks=False):
                 continue
             named = entry.name if hfscan.hash_algo_of(entry.name) == "sha256" else None
@@ -268,11 +269,3 @@ class _free:
 
     def __exit__(self, *exc: object) -> None:
         return None
-
-
-def _scandir(path: Path) -> list[os.DirEntry[str]]:
-    try:
-        with os.scandir(path) as it:
-            return list(it)
-    except OSError:
-        return []

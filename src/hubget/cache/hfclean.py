@@ -18,6 +18,7 @@ from pathlib import Path
 from hubget.cache import hfscan
 from hubget.cache.deletion import Cleaner, Removed
 from hubget.cache.inuse import STALE_LOCK_AGE, held, hubget_partial_in_use, lock_is_free, remove_stale_lock
+from hubget.layouts.fsutil import list_dir
 
 LOCK_BATCH = 200  # blob locks held at once (each one is an open file)
 CACHE = "hf"
@@ -125,7 +126,7 @@ def prune_repo(cleaner: Cleaner, repo: hfscan.HfRepo, *, min_age: float = STALE_
     remove_blobs(cleaner, repo, orphans, removed_commits=detached)
     remove_partials(cleaner, repo)
     snapshots = {r.commit for r in repo.revisions if r.commit not in detached}
-    for entry in _scandir(repo.path / ".no_exist"):
+    for entry in list_dir(repo.path / ".no_exist"):
         if entry.name not in snapshots and entry.name not in detached:
             cleaner.rmtree(CACHE, "no-exist", Path(entry.path), repo.repo_id)
 
@@ -139,7 +140,7 @@ def remove_locks(cleaner: Cleaner, locks_dir: Path, *, min_age: float = STALE_LO
 
 
 def prune_locks(cleaner: Cleaner, cache_dir: Path, *, min_age: float = STALE_LOCK_AGE) -> None:
-    for entry in _scandir(cache_dir / ".locks"):
+    for entry in list_dir(cache_dir / ".locks"):
         if entry.is_dir(follow_symlinks=False):
             remove_locks(cleaner, Path(entry.path), min_age=min_age)
 
@@ -152,7 +153,7 @@ def _lock_files(locks_dir: Path) -> list[Path]:
 
 
 def _blob_names(repo: hfscan.HfRepo) -> list[str]:
-    return [e.name for e in _scandir(repo.path / "blobs") if not e.is_dir(follow_symlinks=False)]
+    return [e.name for e in list_dir(repo.path / "blobs") if not e.is_dir(follow_symlinks=False)]
 
 
 def _newest_mtime(folder: Path) -> float:
@@ -169,11 +170,3 @@ def _newest_mtime(folder: Path) -> float:
 def _batches(items: list[str], size: int) -> Iterator[list[str]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
-
-
-def _scandir(path: Path) -> list[os.DirEntry[str]]:
-    try:
-        with os.scandir(path) as it:
-            return list(it)
-    except OSError:
-        return []

@@ -18,6 +18,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hubget.layouts.fsutil import list_dir
 from hubget.layouts.hf_cache import blob_lock_path
 
 SHARED_STORE = "blobs"
@@ -126,10 +127,10 @@ def shared_store_payloads(cache_dir: Path) -> dict[Path, int]:
     out: dict[Path, int] = {}
     if store is None:
         return out
-    for prefix in _scandir(store):
+    for prefix in list_dir(store):
         if not re.fullmatch(r"[0-9a-f]{2}", prefix.name) or not prefix.is_dir(follow_symlinks=False):
             continue
-        for entry in _scandir(Path(prefix.path)):
+        for entry in list_dir(Path(prefix.path)):
             if SHA256_NAME.match(entry.name) and entry.name.startswith(prefix.name):
                 try:
                     st = entry.stat(follow_symlinks=False)
@@ -143,7 +144,7 @@ def shared_store_payloads(cache_dir: Path) -> dict[Path, int]:
 def repo_folders(cache_dir: Path) -> list[Path]:
     """The repo folders of a cache, in name order (the shared store, locks and tags left out)."""
     out = []
-    for entry in _scandir(cache_dir):
+    for entry in list_dir(cache_dir):
         if entry.name in IGNORED_NAMES or entry.name in (".locks", "CACHEDIR.TAG", SHARED_STORE):
             continue
         out.append(Path(entry.path))
@@ -161,7 +162,7 @@ def read_repo(cache_dir: Path, path: Path) -> HfRepo | None:
     if not snapshots.is_dir():
         repo.problems.append(f"no snapshots folder in {path}")
         return repo
-    for entry in _scandir(snapshots):
+    for entry in list_dir(snapshots):
         if entry.name in IGNORED_NAMES:
             continue
         if not entry.is_dir():
@@ -206,7 +207,7 @@ def read_cache(cache_dir: Path) -> list[HfRepo]:
 def partial_files(repo_path: Path) -> list[Path]:
     """Temp files of unfinished downloads in a repo's ``blobs/``."""
     return sorted(
-        Path(e.path) for e in _scandir(repo_path / "blobs") if is_partial_name(e.name) and e.is_file()
+        Path(e.path) for e in list_dir(repo_path / "blobs") if is_partial_name(e.name) and e.is_file()
     )
 
 
@@ -266,11 +267,3 @@ def _walk_snapshot(folder: str, prefix: str, out: list[HfFile]) -> None:
             _walk_snapshot(entry.path, f"{rel}/", out)
         else:
             out.append(HfFile(rel, entry.path, entry.path))
-
-
-def _scandir(path: Path) -> list[os.DirEntry[str]]:
-    try:
-        with os.scandir(path) as it:
-            return list(it)
-    except OSError:
-        return []

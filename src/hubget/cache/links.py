@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import shutil
 import stat
 from pathlib import Path
 
-FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
+from hubget.layouts.fsutil import reflink
+
 TEMP_SUFFIX = ".hubget-link"
 # The filesystem cannot do it (or not between these two folders): try the next method.
 UNSUPPORTED = frozenset(
@@ -33,16 +33,6 @@ METHODS = {
     "copy": ("reflink", "copy"),  # files of their own: a reflink is one, a hard link is not
     "any": ("reflink", "hardlink", "copy"),  # shared where the filesystem allows, else copied
 }
-
-
-def reflink(src: Path, dst: Path) -> None:
-    with open(src, "rb") as s, open(dst, "xb") as d:
-        try:
-            fcntl.ioctl(d.fileno(), FICLONE, s.fileno())
-        except OSError:
-            d.close()
-            os.unlink(dst)
-            raise
 
 
 def _make(method: str, src: Path, dst: Path) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from hubget.cache import msscan
 from hubget.cache.deletion import Cleaner, Removed
 from hubget.cache.inuse import STALE_LOCK_AGE, held, hubget_partial_in_use, remove_stale_lock
+from hubget.layouts.fsutil import list_dir
 from hubget.layouts.ms_cache import PARTIAL_DIR, RECORDS_DIR, sdk_lock_path
 
 CACHE = "ms"
@@ -97,11 +98,11 @@ def prune_cache(cleaner: Cleaner, root: Path, *, min_age: float = STALE_LOCK_AGE
                 _remove_sdk_partial(cleaner, repo, rev, partial)
         remove_hubget_partials(cleaner, repo)
     lock_dir = root / ".lock"
-    for entry in _scandir(lock_dir):
+    for entry in list_dir(lock_dir):
         path = Path(entry.path)
         if entry.name.endswith(".lock") and remove_stale_lock(path, min_age=min_age, dry_run=cleaner.dry_run):
             cleaner.report.removed.append(Removed(CACHE, "lock", path, 0))
-    for entry in _scandir(root / RECORDS_DIR):
+    for entry in list_dir(root / RECORDS_DIR):
         path = Path(entry.path)
         if entry.name.endswith(".json") and not _record_folder_exists(path):
             cleaner.unlink(CACHE, "record", path)
@@ -113,11 +114,3 @@ def _record_folder_exists(record: Path) -> bool:
     except (OSError, ValueError, AttributeError):
         return True  # unreadable: not ours to judge
     return not isinstance(folder, str) or os.path.isdir(folder)
-
-
-def _scandir(path: Path) -> list[os.DirEntry[str]]:
-    try:
-        with os.scandir(path) as it:
-            return list(it)
-    except OSError:
-        return []

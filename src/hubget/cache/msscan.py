@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hubget.layouts.fsutil import list_dir
 from hubget.layouts.ms_cache import PARTIAL_DIR, RECORDS_DIR, VerifiedRecords
 
 SEGMENTS = {"models": "model", "datasets": "dataset"}
@@ -58,7 +59,7 @@ class MsRepo:
 def read_cache(root: Path) -> list[MsRepo]:
     repos: list[MsRepo] = []
     for segment, repo_type in SEGMENTS.items():
-        for entry in _scandir(root / segment):
+        for entry in list_dir(root / segment):
             if not entry.is_dir(follow_symlinks=False) or entry.name.startswith("."):
                 continue
             if "--" in entry.name and (Path(entry.path) / "snapshots").is_dir():
@@ -66,11 +67,11 @@ def read_cache(root: Path) -> list[MsRepo]:
             else:  # {root}/models/{owner}/{name}: an older layout
                 repos.extend(_read_legacy_owner(root, Path(entry.path), repo_type))
     hub = root / "hub"
-    for entry in _scandir(hub):
+    for entry in list_dir(hub):
         if not entry.is_dir(follow_symlinks=False) or entry.name.startswith("."):
             continue
         if entry.name in SEGMENTS:
-            for owner in _scandir(Path(entry.path)):
+            for owner in list_dir(Path(entry.path)):
                 if owner.is_dir(follow_symlinks=False) and not owner.name.startswith("."):
                     repos.extend(_read_legacy_owner(root, Path(owner.path), SEGMENTS[entry.name]))
         else:
@@ -82,17 +83,17 @@ def read_cache(root: Path) -> list[MsRepo]:
 def _read_current(root: Path, path: Path, repo_type: str) -> MsRepo:
     owner, _, name = path.name.partition("--")
     repo = MsRepo(root, path, repo_type, f"{owner}/{name}", [])
-    for entry in _scandir(path / "snapshots"):
+    for entry in list_dir(path / "snapshots"):
         if entry.is_dir(follow_symlinks=False):
             repo.revisions.append(_read_revision(entry.name, Path(entry.path)))
     repo.revisions.sort(key=lambda r: r.name)
-    repo.hubget_partials = sorted(Path(e.path) for e in _scandir(path / PARTIAL_DIR) if e.is_file())
+    repo.hubget_partials = sorted(Path(e.path) for e in list_dir(path / PARTIAL_DIR) if e.is_file())
     return repo
 
 
 def _read_legacy_owner(root: Path, owner_dir: Path, repo_type: str) -> list[MsRepo]:
     out = []
-    for entry in _scandir(owner_dir):
+    for entry in list_dir(owner_dir):
         if not entry.is_dir(follow_symlinks=False) or entry.name.startswith("."):
             continue
         folder = Path(entry.path)
@@ -101,7 +102,7 @@ def _read_legacy_owner(root: Path, owner_dir: Path, repo_type: str) -> list[MsRe
             continue
         repo_id = f"{owner_dir.name}/{entry.name.replace('___', '.')}"
         repo = MsRepo(root, folder, repo_type, repo_id, [revision], legacy=True)
-        repo.hubget_partials = sorted(Path(e.path) for e in _scandir(folder / PARTIAL_DIR) if e.is_file())
+        repo.hubget_partials = sorted(Path(e.path) for e in list_dir(folder / PARTIAL_DIR) if e.is_file())
         out.append(repo)
     return out
 
@@ -114,7 +115,7 @@ def _read_revision(name: str, folder: Path) -> MsRevision:
 
 
 def _walk(folder: Path, prefix: str, revision: MsRevision, *, top: bool) -> None:
-    for entry in _scandir(folder):
+    for entry in list_dir(folder):
         if entry.is_dir(follow_symlinks=False):
             if entry.name not in SKIPPED_DIRS:
                 _walk(Path(entry.path), f"{prefix}{entry.name}/", revision, top=False)
@@ -138,11 +139,3 @@ def sdk_partial_target(partial: Path) -> Path:
         if partial.name.endswith(suffix):
             return partial.with_name(partial.name[: -len(suffix)])
     return partial
-
-
-def _scandir(path: Path) -> list[os.DirEntry[str]]:
-    try:
-        with os.scandir(path) as it:
-            return list(it)
-    except OSError:
-        return []

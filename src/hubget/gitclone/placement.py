@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import enum
 import errno
-import fcntl
 import os
 import shutil
 from pathlib import Path
 
-FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
+from hubget.layouts import fsutil
+
 PLACE_SUFFIX = ".hubget-place"
 
 
@@ -33,13 +33,7 @@ class LinkMode(str, enum.Enum):
 
 
 def reflink(src: Path, dst: Path) -> None:
-    with open(src, "rb") as s, open(dst, "wb") as d:
-        try:
-            fcntl.ioctl(d.fileno(), FICLONE, s.fileno())
-        except OSError:
-            d.close()
-            os.unlink(dst)
-            raise
+    fsutil.reflink(src, dst, exclusive=False)
 
 
 def _hardlink(src: Path, dst: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import tempfile
@@ -32,3 +33,28 @@ def relative_symlink(blob: Path, link: Path) -> None:
     except OSError:
         shutil.copyfile(blob, tmp)
     os.replace(tmp, link)
+
+
+FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
+
+
+def reflink(src: Path, dst: Path, *, exclusive: bool = True) -> None:
+    """Make ``dst`` a reflink of ``src`` (shared extents, an inode of its own: writing one never
+    changes the other). Raises OSError where the filesystem cannot (ext4: EOPNOTSUPP/EXDEV);
+    ``dst`` is then removed. ``exclusive``: fail if ``dst`` exists rather than truncate it."""
+    with open(src, "rb") as s, open(dst, "xb" if exclusive else "wb") as d:
+        try:
+            fcntl.ioctl(d.fileno(), FICLONE, s.fileno())
+        except OSError:
+            d.close()
+            os.unlink(dst)
+            raise
+
+
+def list_dir(path: Path) -> list[os.DirEntry[str]]:
+    """The entries of a folder, or none when it cannot be read (gone, not a folder, no access)."""
+    try:
+        with os.scandir(path) as it:
+            return list(it)
+    except OSError:
+        return []
