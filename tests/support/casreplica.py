@@ -264,10 +264,10 @@ class CasReplica:
         mac = hmac.new(self.secret, claim.encode(), "sha256").hexdigest()[:32]
         return f"xet_{claim}.{mac}"
 
-    def issue_token(self, scope: str = "read") -> dict[str, Any]:
-        """What the hub's ``xet-{scope}-token`` route answers."""
+    def issue_token(self, scope: str = "read", lifetime: float | None = None) -> dict[str, Any]:
+        """What the hub's ``xet-{scope}-token`` route answers (valid ``token_lifetime`` seconds)."""
         issued = time.time()
-        exp = issued + self.token_lifetime
+        exp = issued + (self.token_lifetime if lifetime is None else lifetime)
         with self.counters.lock:
             self.counters.tokens_issued[scope] += 1
         return {"accessToken": self._token(scope, issued, exp), "exp": int(exp), "casUrl": self.cas_url}
@@ -316,7 +316,7 @@ class CasReplica:
         replica: a cache that remembered xorbs of another CAS would make it reference xorbs not here."""
         import hf_xet
 
-        token = self.issue_token("write")
+        token = self.issue_token("write", lifetime=3600)  # setting up, not under test
         config = hf_xet.XetConfig().with_config({"telemetry.enabled": False})
         saved = os.environ.get("HF_XET_CACHE")
         os.environ["HF_XET_CACHE"] = str(self.xet_cache)
@@ -665,6 +665,17 @@ class CasReplica:
         out += f"--{BOUNDARY}--\r\n".encode()
         multipart = ("Content-Type", f"multipart/byteranges; boundary={BOUNDARY}")
         return _Reply(206, [multipart, *common], bytes(out))
+
+
+def weights_like(nbytes: int, seed: int) -> bytes:
+    """Bytes shaped like a checkpoint's tensors (bf16-ish float32 values near zero): hf_xet stores
+    their chunks as BG4+LZ4, where random bytes would be stored uncompressed."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    values = (rng.standard_normal(nbytes // 4 + 1) * 0.02).astype(np.float32)
+    values = (values.view(np.uint32) & 0xFFFF0000).view(np.float32)  # a bf16's precision
+    return values.tobytes()[:nbytes]
 
 
 def publish(hub: Any, cas: CasReplica, repo: Any) -> Any:
