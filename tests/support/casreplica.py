@@ -489,15 +489,27 @@ class CasReplica:
     # -- reconstructions ------------------------------------------------------------------------
 
     def _select(self, f: StoredFile, start: int, end: int) -> tuple[int, list[spec.ShardTerm]]:
-        """The terms overlapping file bytes [start, end) and the offset of ``start`` into the first."""
+        """The terms for file bytes [start, end), each cut down to the chunks that hold those bytes,
+        and the offset of ``start`` into the first (as the CAS answers a ``Range``)."""
         chosen: list[spec.ShardTerm] = []
         offset = 0
         pos = 0
         for term in f.terms:
             if pos + term.unpacked > start and pos < end:
+                stored = self.xorbs[spec.hash_to_hex(term.xorb)]
+                sizes = [c.size for c in stored.chunks[term.start : term.end]]
+                first, at = term.start, pos
+                for size in sizes:  # skip whole chunks before start
+                    if at + size > start:
+                        break
+                    first, at = first + 1, at + size
+                last, stop = first, at
+                while last < term.end and stop < end:
+                    stop += sizes[last - term.start]
+                    last += 1
                 if not chosen:
-                    offset = start - pos
-                chosen.append(term)
+                    offset = start - at
+                chosen.append(spec.ShardTerm(term.xorb, stop - at, first, last))
             pos += term.unpacked
         return offset, chosen
 
