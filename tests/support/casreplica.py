@@ -208,6 +208,8 @@ class CasReplica:
         self.xorbs: dict[str, StoredXorb] = {}
         self.files: dict[str, StoredFile] = {}
         self._revoked_before = 0.0  # tokens issued before this (time.time()) answer 401
+        self._url_issued: dict[str, float] = {}  # signature -> when it was issued
+        self._urls_revoked_before = 0.0  # signed URLs issued before this answer 403, as if expired
         self._corrupt: list[tuple[str | None, str]] = []  # (xorb or None: any, mode)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -278,6 +280,10 @@ class CasReplica:
     def revoke_tokens(self) -> None:
         """Every token issued until now is refused (401), as after a revocation or an early expiry."""
         self._revoked_before = time.time()
+
+    def revoke_urls(self) -> None:
+        """Every signed xorb URL handed out until now is refused (403), as a CDN does once it expired."""
+        self._urls_revoked_before = time.time()
 
     def _authorized(self, h: _Handler, scope: str) -> bool:
         auth = h.headers.get("Authorization") or ""
@@ -537,6 +543,8 @@ class CasReplica:
         signed = "bytes=" + ",".join(f"{s}-{e}" for s, e in byte_ranges)
         expires = str(int(time.time() + self.url_expiry))
         mac = hmac.new(self.secret, f"/xorb/default/{name}\n{signed}\n{expires}".encode(), "sha256")
+        with self._lock:
+            self._url_issued[mac.hexdigest()] = time.time()
         query = f"X-Xet-Signed-Range={quote(signed, safe='')}&Expires={expires}&Signature={mac.hexdigest()}"
         return f"{self.transfer_url}/xorb/default/{name}?{query}&Key-Pair-Id=REPLICA"
 
@@ -631,7 +639,9 @@ class CasReplica:
         mac = hmac.new(self.secret, f"/xorb/default/{name}\n{signed}\n{expires}".encode(), "sha256")
         if not hmac.compare_digest(mac.hexdigest(), query.get("Signature", "")):
             return self._refuse("bad-signature")
-        if time.time() > int(expires):
+        with self._lock:
+            issued = self._url_issued.get(mac.hexdigest(), 0.0)
+        if time.time() > int(expires) or issued <= self._urls_revoked_before:
             return self._refuse("expired")
         allowed = _parse_ranges(unquote(signed))
         asked = _parse_ranges(h.headers.get("Range") or "")
