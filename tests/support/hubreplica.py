@@ -224,7 +224,7 @@ class HubReplica:
         self.secret = secret
         self.counters = Counters()
         # A CAS (tests/support/casreplica.py) holding the Xet files' bytes: xet-read-token then
-        # answers with its tokens and casUrl. None: made-up tokens naming the bridge (no CAS).
+        # answers with its tokens and casUrl. None: that route answers 404 (Xet clients use the bridge).
         self.xet_cas: Any = None
         self.repos: dict[tuple[str, str], ReplicaRepo] = {}
         self.renames: dict[tuple[str, str], str] = {}
@@ -532,12 +532,9 @@ class HubReplica:
             denied = self._gate(repo, token)
             if denied:
                 return denied
-            if self.xet_cas is not None:
-                body = self.xet_cas.read_token()
-            else:
-                exp = int(time.time() + 3600)
-                mac = hmac.new(self.secret, f"{repo.storage_id}:{exp}".encode(), "sha256").hexdigest()
-                body = {"accessToken": "xet_" + mac, "exp": exp, "casUrl": self.bridge_url}
+            if self.xet_cas is None:  # no CAS behind this hub: Xet clients must take the bridge
+                return _hub_error(404, None, "Xet storage is not available on this hub replica")
+            body = self.xet_cas.read_token()
             extra = [
                 ("X-Xet-Access-Token", body["accessToken"]),
                 ("X-Xet-Token-Expiration", str(body["exp"])),

@@ -97,6 +97,7 @@ class XetCas:
         self.auth = auth
         self.version = 2  # drops to 1 for good once the CAS says it has no v2
         self.queries = 0
+        self.unreachable = ""  # why the CAS gave no answer at all (then every later query fails fast)
 
     def reconstruct(self, file_hash: str, start: int, end: int) -> XetReconstruction:
         """The reconstruction of file bytes ``[start, end)`` of ``file_hash``, with fresh signed URLs."""
@@ -107,7 +108,13 @@ class XetCas:
             url = f"{token.cas_url}/v{self.version}/reconstructions/{file_hash}"
             headers = {"Authorization": f"Bearer {token.access_token}", "Range": f"bytes={start}-{end - 1}"}
             self.queries += 1
-            resp = self.client.request("GET", url, headers=headers, follow_redirects=False)
+            if self.unreachable:
+                raise XetUnavailable(f"{host_of(url)} could not be reached: {self.unreachable}")
+            try:
+                resp = self.client.request("GET", url, headers=headers, follow_redirects=False)
+            except NetworkError as e:
+                self.unreachable = str(e)  # after the client's retries: the next files need not wait
+                raise XetUnavailable(f"{host_of(url)} could not be reached: {e}") from e
             if resp.status in (404, 501) and self.version == 2:
                 self.version = 1
                 continue
