@@ -47,6 +47,9 @@ MiB = 1024 * 1024
 # it, so this also bounds a unit (one request): smaller means more parallel requests per file, more
 # reconstruction calls (one per 64 MiB: 16 per GB).
 BATCH_BYTES = 64 * MiB
+# A file smaller than ``connections`` batches is asked for in smaller ones (not below this), so that
+# it, too, is fetched on every connection: what decides the speed where a CDN caps each connection.
+MIN_BATCH = 4 * MiB
 MAX_OPEN_FILES = 4
 MAX_REFRESHES = 3  # refreshes of a batch in a row that bring no byte: the refusal is not about expiry
 
@@ -235,7 +238,7 @@ class XetEngine:
                     f.cursor = f.job.size
                     return
                 start = max(gap[0], f.cursor)
-                f.batches.append((start, min(gap[1], start + self.batch_bytes)))
+                f.batches.append((start, min(gap[1], start + self._batch_for(f.job.size))))
                 f.generation.append(0)
                 f.refresh_at.append(math.inf)
                 batch = len(f.batches) - 1
@@ -244,6 +247,9 @@ class XetEngine:
             with self.cv:
                 f.planning -= 1
                 self.cv.notify_all()
+
+    def _batch_for(self, size: int) -> int:
+        return min(self.batch_bytes, max(MIN_BATCH, -(-size // self.connections)))
 
     def _load_batch(self, f: _File, batch: int) -> None:
         """Ask for ``batch`` and queue its units that still have bytes to write."""
