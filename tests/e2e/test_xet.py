@@ -115,10 +115,10 @@ def test_token_and_signed_urls_renewed_mid_file(replicas, tmp_path, monkeypatch)
 
 def test_refused_xorb_urls_are_replaced_mid_file(replicas, tmp_path, monkeypatch):
     hub, cas = replicas
-    files = {"weights.bin": os.urandom(8 * MiB)}
+    files = {"weights.bin": os.urandom(16 * MiB)}
     publish(hub, cas, make_repo("org/xet", files))
     monkeypatch.setenv("HUBGET_XET_BATCH_BYTES", str(MiB))
-    cas.rate_per_conn = 2 * MiB
+    cas.rate_per_conn = MiB  # 4 s on 4 connections
     cas.counters.reset()
     timer = threading.Timer(1.0, cas.revoke_urls)  # the CDN refuses every URL handed out so far
     timer.start()
@@ -129,16 +129,16 @@ def test_refused_xorb_urls_are_replaced_mid_file(replicas, tmp_path, monkeypatch
     assert (path / "weights.bin").read_bytes() == files["weights.bin"]
     assert cas.counters.refused_urls["expired"] >= 1
     # The batches whose URLs were refused were asked for again, each once.
-    assert 8 < cas.counters.requests["v2-reconstruction"] <= 8 + cas.counters.refused_urls["expired"]
+    assert 16 < cas.counters.requests["v2-reconstruction"] <= 16 + cas.counters.refused_urls["expired"]
     assert _bridge_requests(hub) == 0
 
 
 def test_revoked_token_is_replaced_after_a_401(replicas, tmp_path, monkeypatch):
     hub, cas = replicas
-    files = {"weights.bin": os.urandom(8 * MiB)}
+    files = {"weights.bin": os.urandom(12 * MiB)}
     publish(hub, cas, make_repo("org/xet", files))
     monkeypatch.setenv("HUBGET_XET_BATCH_BYTES", str(MiB))
-    cas.rate_per_conn = 2 * MiB
+    cas.rate_per_conn = 1.5 * MiB  # 4 s on 2 connections
     cas.counters.reset()
     timer = threading.Timer(1.0, cas.revoke_tokens)  # the token dies long before its exp
     timer.start()
