@@ -17,6 +17,11 @@ from pathlib import Path
 import pytest
 
 import hubget
+import hubget.api.pipeline
+from hubget.api.targets import hf_layout
+from hubget.models import RepoRef
+from hubget.sources.huggingface import HfSource
+from tests.support import xetspec as spec
 from tests.support.casreplica import CasReplica, publish, weights_like
 from tests.support.hubreplica import HubReplica, make_repo
 
@@ -242,3 +247,55 @@ def test_sigkill_then_rerun_resumes_from_the_finished_terms(replicas, tmp_path):
     )
     assert _bridge_requests(hub) == 0
     assert not list(blob.parent.glob("*.hubget-partial*"))
+
+
+def test_second_revision_fetches_only_the_chunks_that_changed(replicas, tmp_path):
+    hub, cas = replicas
+    tensors = [weights_like(4 * MiB, seed=s) for s in range(5)]
+    v1 = {"model.safetensors": b"".join(tensors), "config.json": b"{}"}
+    tensors[2] = weights_like(4 * MiB, seed=99)  # the new revision changes one tensor
+    v2 = {"model.safetensors": b"".join(tensors), "config.json": b'{"v": 2}'}
+    publish(hub, cas, make_repo("org/xet", v1))
+    old = _download(hub, tmp_path)
+    old_xorbs = set(cas.xorbs)
+    repo = publish(hub, cas, make_repo("org/xet", v2))  # hf_xet deduplicates against v1's xorbs
+    terms = cas.files[repo.files["model.safetensors"].xet_hash].terms
+    changed = sum(t.end - t.start for t in terms if spec.hash_to_hex(t.xorb) not in old_xorbs)
+    assert 0 < changed < sum(t.end - t.start for t in terms) // 2
+    cas.counters.reset()
+    report = hubget.api.pipeline.fetch_snapshot(
+        HfSource(hub.hub_url, False), RepoRef("org/xet"), hf_layout(RepoRef("org/xet"), tmp_path, None)
+    )
+    assert (report.path / "model.safetensors").read_bytes() == v2["model.safetensors"]
+    assert report.path != old and (old / "model.safetensors").read_bytes() == v1["model.safetensors"]
+    # Only the changed chunks crossed the network, counted at the CAS...
+    assert cas.counters.chunks_fetched() == changed
+    assert all(x not in old_xorbs for x, _ in cas.counters.chunks_served)
+    # ...and the report says how much came from disk instead.
+    assert report.xet.reused_bytes >= len(v2["model.safetensors"]) - changed * 128 * 1024
+    assert report.xet.saved_bytes > 2 * report.xet.network_bytes
+    assert _bridge_requests(hub) == 0
+    import huggingface_hub
+
+    assert huggingface_hub.scan_cache_dir(tmp_path).warnings == []  # the chunk index is invisible to it
+
+
+def test_chunks_whose_file_changed_on_disk_are_fetched(replicas, tmp_path):
+    hub, cas = replicas
+    tensors = [weights_like(2 * MiB, seed=s) for s in range(3)]
+    publish(hub, cas, make_repo("org/xet", {"model.safetensors": b"".join(tensors)}))
+    old = _download(hub, tmp_path) / "model.safetensors"
+    blob = old.resolve()
+    blob.chmod(0o644)
+    with open(blob, "r+b") as f:  # edited behind hubget's back: its recorded chunks no longer count
+        f.write(b"\0" * 10)
+    tensors[1] = weights_like(2 * MiB, seed=50)
+    new = b"".join(tensors)
+    publish(hub, cas, make_repo("org/xet", {"model.safetensors": new}))
+    cas.counters.reset()
+    path = _download(hub, tmp_path)
+    assert (path / "model.safetensors").read_bytes() == new
+    repo = hub.repos["model", "org/xet"]
+    terms = cas.files[repo.files["model.safetensors"].xet_hash].terms
+    needed = {(spec.hash_to_hex(t.xorb), i) for t in terms for i in range(t.start, t.end)}
+    assert set(cas.counters.chunks_served) == needed  # nothing taken from the edited file

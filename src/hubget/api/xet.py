@@ -24,6 +24,7 @@ from hubget.transfer import xetdecode
 from hubget.transfer.http import HttpClient
 from hubget.transfer.jobs import ProgressSink
 from hubget.transfer.xetengine import XetEngine, XetJob
+from hubget.transfer.xetstore import XetChunkIndex
 
 
 @dataclass
@@ -33,6 +34,8 @@ class XetReport:
     files: int = 0  # files verified and in place through Xet
     network_bytes: int = 0  # xorb bytes received (compressed)
     file_bytes: int = 0  # bytes of those files
+    reused_bytes: int = 0  # file bytes copied from chunks already on disk (an earlier revision's files)
+    saved_bytes: int = 0  # xorb bytes not fetched thanks to them
     fallbacks: dict[str, str] = field(default_factory=dict)  # path -> why it went to the bridge
     unavailable: str | None = None  # why the whole snapshot went to the bridge
 
@@ -117,6 +120,7 @@ class XetRoute:
             progress=self.progress,
             batch_bytes=config.xet_batch_bytes(),
             stall_timeout=self.stall_timeout,
+            store=_chunk_index(layout),
         )
         results, errors = engine.run(jobs)
         by_target = {r.path: r for r in results}
@@ -140,7 +144,26 @@ class XetRoute:
             self.report.files += 1
             self.report.network_bytes += r.bytes_fetched
             self.report.file_bytes += r.job.size or 0
+            self.report.reused_bytes += r.sources.get("local chunks", 0)
+            self.report.saved_bytes += engine.saved.get(r.job.label, 0)
+        if self.report.reused_bytes:
+            self.progress.message(
+                f"Xet: {self.report.reused_bytes} bytes reused from chunks on disk, "
+                f"{self.report.saved_bytes} bytes not downloaded"
+            )
         return left
+
+
+def _chunk_index(layout: Layout) -> XetChunkIndex | None:
+    """Where the chunks of this layout's Xet files are indexed: inside the repo's cache folder (which
+    huggingface_hub's cache scan does not look into), or local_dir's metadata folder."""
+    repo_dir = getattr(layout, "repo_dir", None)
+    if isinstance(repo_dir, Path):
+        return XetChunkIndex(repo_dir / ".hubget-xet")
+    meta = getattr(layout, "meta_root", None)
+    if isinstance(meta, Path):
+        return XetChunkIndex(meta / "hubget-xet")
+    return None
 
 
 def _partial_path(layout: Layout, snapshot: Snapshot, file: RemoteFile) -> Path | None:

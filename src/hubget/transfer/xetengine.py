@@ -17,6 +17,7 @@ for all of its units; a range that arrives damaged (``XetDataError``) or short i
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from collections import Counter, deque
@@ -41,6 +42,7 @@ from hubget.transfer.locations import REFRESH_FRACTION, REFRESH_MARGIN, signed_u
 from hubget.transfer.ranges import IntervalSet
 from hubget.transfer.xetdecode import ChunkStream, XetDataError
 from hubget.transfer.xetplan import XetReconstruction, XetUnit, plan_units
+from hubget.transfer.xetstore import XetChunkIndex
 
 MiB = 1024 * 1024
 # File bytes asked for per reconstruction request. A CAS answers a range with the chunks that hold
@@ -106,6 +108,9 @@ class _File:
     refreshes: Counter[int] = field(default_factory=Counter)  # per batch, in a row without progress
     net_bytes: int = 0
     origins: Counter[str] = field(default_factory=Counter)
+    runs: dict[str, list[tuple[int, int, list[int]]]] = field(default_factory=dict)  # for the store
+    reused: int = 0  # file bytes copied from chunks already on disk
+    saved: int = 0  # xorb bytes not fetched thanks to them
     hash_thread: threading.Thread | None = None
 
 
@@ -123,6 +128,7 @@ class XetEngine:
         unit_retries: int = 3,
         stall_timeout: float | None = None,
         save_interval: float = 0.5,
+        store: XetChunkIndex | None = None,
     ) -> None:
         self.connections = max(1, connections)
         self.stall_timeout = config.stall_timeout() if stall_timeout is None else stall_timeout
@@ -132,6 +138,8 @@ class XetEngine:
         self.max_open_files = max(1, max_open_files)
         self.unit_retries = unit_retries
         self.save_interval = save_interval
+        self.store = store  # chunks already on disk, reused instead of fetched
+        self.saved: dict[str, int] = {}  # label -> xorb bytes not fetched (reused from disk)
 
     # -- the run --------------------------------------------------------------------------------
 
@@ -256,6 +264,9 @@ class XetEngine:
         start, end = f.batches[batch]
         recon = f.job.reconstruct(start, end)
         units, stop = plan_units(recon, start, end, batch)
+        if self.store is not None:
+            for u in units:
+                u.local = self.store.find(u.fetch.xorb, u.fetch.chunk_start, u.fetch.chunk_end)
         lifetimes = [t for u in units if (t := signed_url_lifetime(u.fetch.url)) is not None]
         now = time.monotonic()
         with self.cv:
@@ -345,16 +356,25 @@ class XetEngine:
             task.close()
             return
         self.progress.file_done(task.label)
+        if self.store is not None and f.runs:
+            try:
+                self.store.record(task.job.dest, f.runs)
+            except OSError:
+                pass  # the file is in place; only a later reuse of its chunks is lost
+        sources = dict(f.origins)
+        if f.reused:
+            sources["local chunks"] = f.reused
         result = FileResult(
             job=task.job,
             path=task.job.dest,
             bytes_fetched=f.net_bytes,
             resumed_from=task.resumed_from,
-            sources=dict(f.origins),
+            sources=sources,
         )
         with self.cv:
             f.status = "finished"
             self.results[task.index] = result
+            self.saved[task.label] = f.saved
 
     def _close_failed(self, f: _File) -> None:
         """Keep what is on disk for a later run (or the HTTP bridge), unless it is known bad."""
@@ -402,9 +422,12 @@ class XetEngine:
         try:
             with self.cv:
                 stale = time.monotonic() >= f.refresh_at[unit.batch]
-            if stale:
+            if unit.local is not None and self._copy_local(f, unit):
+                pass
+            elif stale:
                 raise _Refresh
-            self._fetch(f, unit)
+            else:
+                self._fetch(f, unit)
             with self.cv:
                 f.refreshes[unit.batch] = 0
         except _Aborted:
@@ -470,6 +493,7 @@ class XetEngine:
         fetch = unit.fetch
         stream = ChunkStream(fetch.chunk_start, fetch.chunk_end - fetch.chunk_start)
         cursors = [p.file_pos for p in unit.placements]
+        sizes: list[list[int]] = [[] for _ in unit.placements]
         origin = origin_url(resp.url)
         label = f.task.label
         received = 0
@@ -485,7 +509,7 @@ class XetEngine:
                 f.net_bytes += n
                 f.origins[origin] += n
             for index, data in stream.chunks():
-                self._place(f, unit, index, memoryview(data), cursors)
+                self._place(f, unit, index, memoryview(data), cursors, sizes)
         expected = fetch.byte_end - fetch.byte_start
         if received != expected:
             raise NetworkError(f"{label}: {host_of(resp.url)} sent {received} of {expected} bytes")
@@ -493,8 +517,58 @@ class XetEngine:
         for p, cursor in zip(unit.placements, cursors, strict=True):
             if cursor - p.file_pos != p.length:
                 raise XetDataError(f"{label}: a term decoded to {cursor - p.file_pos} bytes, not {p.length}")
+        self._note_runs(f, unit, sizes)
 
-    def _place(self, f: _File, unit: XetUnit, index: int, data: memoryview, cursors: list[int]) -> None:
+    def _copy_local(self, f: _File, unit: XetUnit) -> bool:
+        """Write the unit from chunks already on disk; False when they are not there any more (the
+        unit is then fetched). What is copied is verified with the rest of the file."""
+        assert unit.local is not None
+        cursors = [p.file_pos for p in unit.placements]
+        sizes: list[list[int]] = [[] for _ in unit.placements]
+        fds: dict[str, int] = {}
+        try:
+            for i, (path, offset, size) in enumerate(unit.local):
+                if path not in fds:
+                    fds[path] = os.open(path, os.O_RDONLY)
+                data = os.pread(fds[path], size, offset)
+                if len(data) != size:
+                    raise OSError(f"short read of {path}")
+                with self.cv:
+                    if self.cancelled or f.status != "open":
+                        raise _Aborted
+                self._place(f, unit, unit.fetch.chunk_start + i, memoryview(data), cursors, sizes)
+        except (OSError, XetDataError) as e:
+            self.progress.message(f"{f.task.label}: chunks on disk unusable ({e}); fetching them")
+            unit.local = None
+            return False
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+        self._note_runs(f, unit, sizes)
+        with self.cv:
+            f.reused += unit.output_bytes
+            f.saved += unit.fetch.byte_end - unit.fetch.byte_start
+        return True
+
+    def _note_runs(self, f: _File, unit: XetUnit, sizes: list[list[int]]) -> None:
+        """Remember which whole terms this unit wrote where, for the chunk store."""
+        if self.store is None:
+            return
+        with self.cv:
+            for p, got in zip(unit.placements, sizes, strict=True):
+                whole = p.lo <= p.file_pos and p.file_pos + p.length <= p.hi
+                if whole and len(got) == p.chunk_end - p.chunk_start:
+                    f.runs.setdefault(unit.fetch.xorb, []).append((p.chunk_start, p.file_pos, got))
+
+    def _place(
+        self,
+        f: _File,
+        unit: XetUnit,
+        index: int,
+        data: memoryview,
+        cursors: list[int],
+        sizes: list[list[int]],
+    ) -> None:
         """Write chunk ``index`` wherever the unit's terms use it; a term whose last chunk this is is
         now on disk: record it (resume state, hasher, progress)."""
         task = f.task
@@ -506,6 +580,7 @@ class XetEngine:
             if hi > lo:
                 task.write(data[lo - at : hi - at], lo)
             cursors[i] = at + len(data)
+            sizes[i].append(len(data))
             if index != p.chunk_end - 1:
                 continue
             if cursors[i] - p.file_pos != p.length:

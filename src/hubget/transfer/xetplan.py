@@ -69,6 +69,7 @@ class XetUnit:
     attempts: int = 0
     not_before: float = 0.0
     url_generation: int = 0  # the batch's URL generation its URL comes from (see XetEngine)
+    local: list[tuple[str, int, int]] | None = None  # its chunks already on disk (file, offset, size)
 
     @property
     def key(self) -> tuple[str, int, int, int, int]:
