@@ -92,8 +92,8 @@ def xet_disabled() -> bool:
 
 
 def xet_batch_bytes() -> int:
-    """File bytes asked for per Xet reconstruction request (HUBGET_XET_BATCH_BYTES, default 256 MiB)."""
-    return int(_number("HUBGET_XET_BATCH_BYTES", 256 * 1024 * 1024, 1))
+    """File bytes asked for per Xet reconstruction request at most (HUBGET_XET_BATCH_BYTES, 64 MiB)."""
+    return int(_number("HUBGET_XET_BATCH_BYTES", 64 * 1024 * 1024, 1))
 
 
 def probe_timeout() -> float:

@@ -41,7 +41,9 @@ class XetReport:
 
 
 def usable(file: RemoteFile) -> bool:
-    return bool(file.xet_hash and file.sha256 and file.size)
+    """Xet applies to a file with a Xet hash and a sha256 to verify it by, and no other sources (a
+    file that several hubs serve is swarmed over them by the HTTP engine, as asked)."""
+    return bool(file.xet_hash and file.sha256 and file.size and not file.extra_urls)
 
 
 def xet_route(
