@@ -322,8 +322,7 @@ class XetEngine:
                 f.status = "closed"
                 close = True
             elif f.status == "open" and idle and f.cursor >= f.job.size:
-                if not f.task.complete():
-                    f.status = "failed"
+                if not f.task.complete():  # (the bridge resumes it from what is on disk)
                     f.error = ProtocolError(f"{f.task.label}: the reconstruction left bytes unwritten")
                     self.errors[f.task.label] = f.error
                     f.status, close = "closed", True
