@@ -85,6 +85,17 @@ def id_map_file() -> str | None:
     return _env("HUBGET_ID_MAP")
 
 
+def xet_disabled() -> bool:
+    """HUBGET_DISABLE_XET, or huggingface_hub's HF_HUB_DISABLE_XET: Xet-backed files come over the
+    hub's HTTP bridge instead of from the Xet CAS."""
+    return env_flag("HUBGET_DISABLE_XET") or env_flag("HF_HUB_DISABLE_XET")
+
+
+def xet_batch_bytes() -> int:
+    """File bytes asked for per Xet reconstruction request at most (HUBGET_XET_BATCH_BYTES, 64 MiB)."""
+    return int(_number("HUBGET_XET_BATCH_BYTES", 64 * 1024 * 1024, 1))
+
+
 def probe_timeout() -> float:
     """Seconds `--source auto` gives each hub to answer its listing before counting it unreachable."""
     try:

@@ -223,6 +223,9 @@ class HubReplica:
         self.users: dict[str, str] = dict(users or {})  # token -> user name (valid tokens)
         self.secret = secret
         self.counters = Counters()
+        # A CAS (tests/support/casreplica.py) holding the Xet files' bytes: xet-read-token then
+        # answers with its tokens and casUrl. None: that route answers 404 (Xet clients use the bridge).
+        self.xet_cas: Any = None
         self.repos: dict[tuple[str, str], ReplicaRepo] = {}
         self.renames: dict[tuple[str, str], str] = {}
         self._blobs: dict[str, tuple[ReplicaRepo, ReplicaFile]] = {}  # bridge path -> file
@@ -529,11 +532,15 @@ class HubReplica:
             denied = self._gate(repo, token)
             if denied:
                 return denied
-            exp = int(time.time() + 3600)
-            access = "xet_" + hmac.new(self.secret, f"{repo.storage_id}:{exp}".encode(), "sha256").hexdigest()
-            body = {"accessToken": access, "exp": exp, "casUrl": self.bridge_url}
-            extra = [("X-Xet-Access-Token", access), ("X-Xet-Token-Expiration", str(exp))]
-            return _json(200, body, [*extra, ("X-Xet-Cas-Url", self.bridge_url)])
+            if self.xet_cas is None:  # no CAS behind this hub: Xet clients must take the bridge
+                return _hub_error(404, None, "Xet storage is not available on this hub replica")
+            body = self.xet_cas.read_token()
+            extra = [
+                ("X-Xet-Access-Token", body["accessToken"]),
+                ("X-Xet-Token-Expiration", str(body["exp"])),
+                ("X-Xet-Cas-Url", body["casUrl"]),
+            ]
+            return _json(200, body, extra)
         return _json(200, repo.info(self.hub_url))
 
     def _tree(self, repo: ReplicaRepo, revision: str, sub: str, query: dict[str, str]) -> _Reply:
@@ -597,7 +604,8 @@ class HubReplica:
             )
             if f.xet_hash:
                 refresh = f"{self.hub_url}/api/{repo.repo_type}s/{repo.repo_id}/xet-read-token/{commit}"
-                reconstruction = f"{self.bridge_url}/v1/reconstructions/{f.xet_hash}"
+                cas_url = self.xet_cas.cas_url if self.xet_cas is not None else self.bridge_url
+                reconstruction = f"{cas_url}/v1/reconstructions/{f.xet_hash}"
                 reply.add("X-Xet-Hash", f.xet_hash)
                 reply.add(
                     "Link", f'<{refresh}>; rel="xet-auth", <{reconstruction}>; rel="xet-reconstruction-info"'

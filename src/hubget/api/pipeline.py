@@ -40,6 +40,7 @@ class FetchReport:
     snapshot: Snapshot
     files: list[FileStatus]
     dry_run: bool = False
+    xet: Any = None  # api.xet.XetReport when the Xet path was tried
 
     @property
     def total_bytes(self) -> int:
@@ -131,6 +132,16 @@ def fetch_snapshot(
     engine = Engine(
         max_workers=max_workers, connections=connections, progress=progress, **(engine_options or {})
     )
+    from hubget.api.xet import xet_route  # Xet-backed files: from the CAS when it can, else the bridge
+
+    xet = xet_route(
+        source,
+        snapshot,
+        progress=progress,
+        max_workers=max_workers,
+        connections=connections,
+        stall_timeout=(engine_options or {}).get("stall_timeout"),
+    )
     held: dict[Path, FileLock] = {}
     ready: list[RemoteFile] = []
     deferred: list[RemoteFile] = []
@@ -144,7 +155,7 @@ def fetch_snapshot(
             held[lock_file] = lock
         ready.append(f)  # (files sharing a blob with one already locked ride along)
     try:
-        _download(engine, layout, snapshot, ready, statuses)
+        _download(engine, layout, snapshot, ready, statuses, xet)
     finally:
         for lock in held.values():
             lock.release()
@@ -159,16 +170,25 @@ def fetch_snapshot(
             if layout.is_complete(snapshot, f):
                 layout.commit(snapshot, f)
             else:
-                _download(engine, layout, snapshot, [f], statuses)
+                _download(engine, layout, snapshot, [f], statuses, xet)
         finally:
             lock.release()
 
-    return FetchReport(layout.finalize(snapshot), snapshot, list(statuses.values()))
+    report = FetchReport(layout.finalize(snapshot), snapshot, list(statuses.values()))
+    report.xet = xet.report if xet is not None else None
+    return report
 
 
 def _download(
-    engine: Any, layout: Layout, snapshot: Snapshot, files: list[RemoteFile], statuses: dict[str, FileStatus]
+    engine: Any,
+    layout: Layout,
+    snapshot: Snapshot,
+    files: list[RemoteFile],
+    statuses: dict[str, FileStatus],
+    xet: Any = None,
 ) -> None:
+    if xet is not None and files:
+        files = xet.download(layout, snapshot, files, statuses)  # what it could not, goes on below
     if not files:
         return
     # Files with the same content share one target (the HF cache's blob): fetch it once.

@@ -242,6 +242,7 @@ def _report_json(report: FetchReport) -> dict[str, object]:
             }
             for f in report.files
         ],
+        "xet": vars(report.xet) if report.xet is not None else None,
     }
 
 
@@ -267,10 +268,14 @@ def _print_plan(report: FetchReport, json_output: bool, extra: dict[str, object]
         f"{human_bytes(report.missing_bytes)} to download"
     )
     if xet:
-        print(
-            f"{len(xet)} file(s) Xet-backed (xet): fetched over the hub's HTTP bridge, "
-            "verified by sha256 like any other"
+        from hubget import config
+
+        how = (
+            "over the hub's HTTP bridge (Xet switched off)"
+            if config.xet_disabled()
+            else "from the Xet CAS (the HTTP bridge when Xet is unavailable)"
         )
+        print(f"{len(xet)} file(s) Xet-backed (xet): fetched {how}, verified by sha256 like any other")
 
 
 def _print_result(
