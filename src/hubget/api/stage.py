@@ -113,7 +113,9 @@ def _matches(file: RemoteFile, entry: ManifestFile) -> bool:
 
 
 def _from_metadata(bucket: S3Bucket, key: str, file: RemoteFile) -> ManifestFile | None:
-    """A complete object that a crash kept out of the manifest, known by the hashes hubget put on it."""
+    """A complete object that a crash kept out of the manifest, known by the hashes hubget put on it.
+    (A git file staged in several parts has no sha256 there, as it was not known when the upload
+    began; it is staged again.)"""
     head = bucket.head(key)
     if head is None or head["size"] != file.size:
         return None
