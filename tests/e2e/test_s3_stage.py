@@ -246,3 +246,20 @@ print(json.dumps(out))
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def test_signed_urls_that_expire_mid_file_are_resolved_again_once_for_all_parts(s3: SeaweedS3):
+    data = os.urandom(20 * MiB)  # 4 parts, fetched over ~4 s while each signed URL lives 1.5 s
+    prefix = "expiry/models/org/x"
+    with HubReplica(
+        [make_repo("org/x", {"w.safetensors": data})], url_expiry=1.5, rate_per_conn=2.5e6
+    ) as hub:
+        env = hubget_env(s3, hub.hub_url)
+        report = report_of(
+            stage(env, "org/x", f"s3://{BUCKET}/{prefix}", "--part-size", "5", "--max-connections", "2")
+        )
+        resolves = hub.counters.resolves("w.safetensors")
+    assert report["files"][0]["parts_uploaded"] == 4
+    assert s3.client().get_object(Bucket=BUCKET, Key=f"{prefix}/w.safetensors")["Body"].read() == data
+    # Resolved again as the URLs expired, but not once per range: far fewer resolves than requests.
+    assert 2 <= resolves <= 4
