@@ -147,7 +147,7 @@ def _stage(
         allow_patterns=allow_patterns,
         ignore_patterns=ignore_patterns,
         max_workers=max_workers,
-        connections=min(64, 2 * connections),
+        connections=connections,
         progress=progress,
     )
     return str(report.target)

@@ -63,7 +63,7 @@ def download(
     part_size: Annotated[
         int,
         typer.Option(min=5, max=5120, help="With --to: multipart part size in MiB (grows for huge files)."),
-    ] = 16,
+    ] = 8,
     include: Annotated[
         list[str] | None, typer.Option("--include", help="Only files matching this glob (repeatable).")
     ] = None,
@@ -124,7 +124,7 @@ def download(
             include=include,
             exclude=exclude,
             max_workers=max_workers,
-            connections=max_connections or min(64, 2 * connections),
+            connections=max_connections or connections,
             part_size=part_size,
             dry_run=dry_run,
             json_output=json_output,

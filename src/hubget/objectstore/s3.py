@@ -10,6 +10,7 @@ are SigV4 (``X-Amz-Date`` + ``X-Amz-Expires``), which clients can read an expiry
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -104,7 +105,10 @@ class S3Bucket:
         def client(endpoint_url: str | None, style: str) -> Any:
             config = Config(
                 signature_version="s3v4",
-                s3={"addressing_style": style},
+                # Bodies are not hashed again for the signature (hubget has just hashed them, and the
+                # CRC32 checksum botocore sends lets the store check them): on plain-http endpoints
+                # botocore would otherwise sha256 every part a second time.
+                s3={"addressing_style": style, "payload_signing_enabled": False},
                 max_pool_connections=max_connections,
                 retries={"mode": "standard", "max_attempts": 5},
                 connect_timeout=10,
@@ -145,7 +149,7 @@ class S3Bucket:
         self, key: str, data: bytes | bytearray | memoryview, *, metadata: dict[str, str] | None = None
     ) -> str:
         resp = self._call(
-            "put_object", Bucket=self.bucket, Key=key, Body=bytes(data), Metadata=metadata or {}
+            "put_object", Bucket=self.bucket, Key=key, Body=_Body(data), Metadata=metadata or {}
         )
         return str(resp.get("ETag", ""))
 
@@ -203,7 +207,7 @@ class S3Bucket:
             Key=key,
             UploadId=upload_id,
             PartNumber=number,
-            Body=bytes(data),
+            Body=_Body(data),
         )
         return str(resp["ETag"])
 
@@ -264,6 +268,39 @@ class S3Bucket:
             return getattr(self._client, op)(**kw)
         except Exception as exc:
             raise _translate(exc, f"{op} s3://{self.bucket}/{kw.get('Key', kw.get('Prefix', ''))}") from None
+
+
+class _Body(io.RawIOBase):
+    """A read-only, seekable file over a buffer, so that a part goes out without a copy of it
+    (``bytes(bytearray)`` or ``BytesIO`` would double the memory of every part in flight)."""
+
+    def __init__(self, data: bytes | bytearray | memoryview) -> None:
+        super().__init__()
+        self._view = memoryview(data).cast("B")
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        n = min(len(buf), len(self._view) - self._pos)
+        buf[:n] = self._view[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def __len__(self) -> int:
+        return len(self._view)
 
 
 def _translate(exc: Exception, what: str) -> HubgetError:

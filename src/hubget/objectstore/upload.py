@@ -5,8 +5,8 @@ in a single PutObject; a larger one becomes a multipart upload whose parts are f
 by a pool of ``connections`` workers, several parts of a file in flight at once. The sha256 (and the
 git blob sha1 for a file the hub knows by that) is computed in part order while the parts stream by;
 an upload is completed only when the hashes are the hub's, and aborted when they are not, so a key
-never holds unverified bytes. Memory is bounded: a part's buffer is taken from a fixed number of
-tokens (``connections + SPARE_BUFFERS``) before it is fetched and given back once it is uploaded and
+never holds unverified bytes. Memory is bounded: a part is read into one of ``connections +
+SPARE_BUFFERS`` reused buffers, taken before it is fetched and given back once it is uploaded and
 hashed, and parts are handed out in order, so the part the hash waits for is always in flight.
 An interrupted upload resumes from its record (``objectstore.resume``).
 """
@@ -30,7 +30,7 @@ from hubget.transfer.jobs import ProgressSink
 from hubget.transfer.rangeget import RangeReader
 
 MiB = 1024 * 1024
-DEFAULT_PART_SIZE = 16 * MiB
+DEFAULT_PART_SIZE = 8 * MiB
 MIN_PART_SIZE = 5 * MiB  # S3's minimum for every part but the last
 MAX_PARTS = 10_000
 SPARE_BUFFERS = 4
@@ -71,6 +71,38 @@ class ObjectResult:
     error: HubgetError | None = None
 
 
+class BufferPool:
+    """At most ``count`` buffers, made when first needed and reused after: a fixed footprint, and no
+    churn of multi-MiB allocations (which glibc may keep in the heap rather than give back)."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self._free: list[bytearray] = []
+        self._made = 0
+        self._cv = threading.Condition()
+
+    def take(self, size: int, timeout: float) -> bytearray | None:
+        """A buffer of at least ``size`` bytes, or None if none came free within ``timeout``."""
+        with self._cv:
+            if not self._free and self._made >= self.count:
+                self._cv.wait(timeout)
+            for i, buf in enumerate(self._free):
+                if len(buf) >= size:
+                    return self._free.pop(i)
+            if self._free:  # only smaller ones are free: replace one
+                self._free.pop()
+                self._made -= 1
+            if self._made < self.count:
+                self._made += 1
+                return bytearray(size)
+            return None
+
+    def give(self, buf: bytearray) -> None:
+        with self._cv:
+            self._free.append(buf)
+            self._cv.notify()
+
+
 class _FileRun:
     """The state of one multipart file in flight: etags, parts waiting for the in-order hash."""
 
@@ -83,7 +115,7 @@ class _FileRun:
         self.listed = listed
         self.count = math.ceil(job.size / record.part_size)
         self.etags: list[str | None] = [None] * (self.count + 1)
-        self.pending: dict[int, bytearray] = {}
+        self.pending: dict[int, tuple[bytearray, int]] = {}  # part -> (buffer, length)
         self.next_hash = record.hashed + 1
         self.lock = threading.Lock()
         self.hash_lock = threading.Lock()
@@ -127,7 +159,7 @@ class Uploader:
         self.part_size = part_size
         self.progress = progress or ProgressSink()
         self.on_done = on_done
-        self.tokens = threading.Semaphore(connections + SPARE_BUFFERS)
+        self.buffers = BufferPool(connections + SPARE_BUFFERS)
         self.cancelled = threading.Event()
         self._readers: set[RangeReader] = set()
         self._lock = threading.Lock()
@@ -191,11 +223,13 @@ class Uploader:
         return result
 
     def _single(self, job: ObjectJob, reader: RangeReader, result: ObjectResult) -> None:
-        self.tokens.acquire()
+        pooled = self._take_buffer(job.size, None)
+        if pooled is None:
+            raise InterruptedError(f"{job.label or job.key}: stopped")
         try:
-            buf = bytearray(job.size)
+            buf = memoryview(pooled)[: job.size]
             if job.size:
-                self.parts.submit(reader.read_into, 0, memoryview(buf)).result()
+                self.parts.submit(reader.read_into, 0, buf).result()
             self.progress.advance(job.label or job.key, job.size)
             result.bytes_fetched = job.size
             hasher = StreamHash(size=job.size, git_sha1=job.git_sha1 is not None)
@@ -204,7 +238,8 @@ class Uploader:
             self.bucket.put_bytes(job.key, buf, metadata=self._metadata(result))
             result.parts = result.parts_uploaded = 1
         finally:
-            self.tokens.release()
+            del buf
+            self.buffers.give(pooled)
 
     def _multipart(self, job: ObjectJob, reader: RangeReader, result: ObjectResult) -> None:
         run = self._open(job, result)
@@ -217,17 +252,19 @@ class Uploader:
                 start, end = run.span(number)
                 self.progress.advance(job.label or job.key, end - start)
                 continue
-            if not self._take_token(run):
+            start, end = run.span(number)
+            buf = self._take_buffer(end - start, run)
+            if buf is None:
                 break
-            futures.append(self.parts.submit(self._part, run, reader, number, result))
+            futures.append(self.parts.submit(self._part, run, reader, number, buf, result))
         wait(futures)
         errors = [e for f in futures if (e := f.exception()) is not None]
         if errors or run.failed.is_set() or any(e is None for e in run.etags[1:]):
             reader.cancelled.set()
             with run.lock:  # parts that will never be hashed give their buffers back
-                stranded, run.pending = len(run.pending), {}
-            for _ in range(stranded):
-                self.tokens.release()
+                stranded, run.pending = list(run.pending.values()), {}
+            for buf, _ in stranded:
+                self.buffers.give(buf)
             self._save(run, force=True)
             err = next((e for e in errors if isinstance(e, HubgetError)), None)
             raise err or HubgetError(f"{job.label or job.key}: interrupted")
@@ -241,15 +278,21 @@ class Uploader:
         self.bucket.complete_upload(job.key, run.record.upload_id, [e or "" for e in run.etags[1:]])
         drop_record(self.bucket, self.state_prefix, job.key)
 
-    def _take_token(self, run: _FileRun) -> bool:
-        """A part buffer's token; False when the run or the file stopped meanwhile."""
-        while not self.tokens.acquire(timeout=0.2):
-            if self.cancelled.is_set() or run.failed.is_set():
-                return False
-        if self.cancelled.is_set() or run.failed.is_set():
-            self.tokens.release()
-            return False
-        return True
+    def _take_buffer(self, size: int, run: _FileRun | None) -> bytearray | None:
+        """A buffer for ``size`` bytes; None when the run (or the file) stopped meanwhile."""
+
+        def stopped() -> bool:
+            return self.cancelled.is_set() or (run is not None and run.failed.is_set())
+
+        while True:
+            if stopped():
+                return None
+            buf = self.buffers.take(size, 0.2)
+            if buf is not None:
+                if stopped():
+                    self.buffers.give(buf)
+                    return None
+                return buf
 
     def _open(self, job: ObjectJob, result: ObjectResult) -> _FileRun:
         """The file's upload: the one its record names, if the store still has it, else a new one."""
@@ -289,15 +332,17 @@ class Uploader:
         save_record(self.bucket, self.state_prefix, record)
         return _FileRun(job, record, StreamHash(size=job.size, git_sha1=git), {})
 
-    def _part(self, run: _FileRun, reader: RangeReader, number: int, result: ObjectResult) -> None:
+    def _part(
+        self, run: _FileRun, reader: RangeReader, number: int, pooled: bytearray, result: ObjectResult
+    ) -> None:
         """Fetch part ``number``, upload it unless the store has these very bytes, hand it to the hash."""
         handed = False
         try:
             if run.failed.is_set() or self.cancelled.is_set():
                 raise InterruptedError(f"{run.job.label}: stopped")
             start, end = run.span(number)
-            buf = bytearray(end - start)
-            reader.read_into(start, memoryview(buf))
+            buf = memoryview(pooled)[: end - start]
+            reader.read_into(start, buf)
             with run.lock:
                 result.bytes_fetched += len(buf)
             self.progress.advance(run.job.label or run.job.key, len(buf))
@@ -315,8 +360,9 @@ class Uploader:
                 with run.lock:
                     result.parts_uploaded += 1
             run.etags[number] = etag
+            del buf
             with run.lock:
-                run.pending[number] = buf
+                run.pending[number] = (pooled, end - start)
             handed = True
             self._hash_ready(run)
         except BaseException:
@@ -325,7 +371,7 @@ class Uploader:
             raise
         finally:
             if not handed:
-                self.tokens.release()
+                self.buffers.give(pooled)
 
     def _hash_ready(self, run: _FileRun) -> None:
         """Hash the parts that are next in order (one thread at a time; others leave theirs pending)."""
@@ -333,12 +379,11 @@ class Uploader:
             try:
                 while True:
                     with run.lock:
-                        buf = run.pending.pop(run.next_hash, None)
-                    if buf is None:
+                        item = run.pending.pop(run.next_hash, None)
+                    if item is None:
                         break
-                    run.hasher.update(buf)
-                    del buf
-                    self.tokens.release()
+                    run.hasher.update(memoryview(item[0])[: item[1]])
+                    self.buffers.give(item[0])
                     with run.lock:
                         run.record.hashed = run.next_hash
                         run.record.hash_state = run.hasher.state()
