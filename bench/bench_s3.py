@@ -44,7 +44,8 @@ if which == "boto3":
     from concurrent.futures import ThreadPoolExecutor
     import boto3
     from botocore.config import Config
-    s3 = boto3.client("s3", endpoint_url=endpoint, config=Config(s3={"addressing_style": "path"},
+    s3 = boto3.client("s3", endpoint_url=endpoint, config=Config(s3={"addressing_style": "path",
+                      "payload_signing_enabled": False},
                       max_pool_connections=WORKERS + 2))
     uid = s3.create_multipart_upload(Bucket="models", Key=key)["UploadId"]
     n = -(-size // PART)
@@ -103,7 +104,7 @@ def main() -> None:
                         ["download", "org/big", "--to", f"s3://{BUCKET}/r{r}/models/org/big", "-q"], env
                     )
                 )
-                rows.setdefault("hubget --to s3:// --max-connections 8", []).append(
+                rows.setdefault("hubget --to s3:// --max-connections 16", []).append(
                     run_hubget(
                         ["download", "org/big", "--to", f"s3://{BUCKET}/c{r}/models/org/big", "-q"]
                         + ["--max-connections", "16"],

@@ -160,7 +160,7 @@ def stage_snapshot(
     allow_patterns: str | Iterable[str] | None = None,
     ignore_patterns: str | Iterable[str] | None = None,
     filenames: Iterable[str] | None = None,
-    connections: int = 16,
+    connections: int = 8,
     max_workers: int = 8,
     part_size: int = DEFAULT_PART_SIZE,
     progress: ProgressSink | None = None,

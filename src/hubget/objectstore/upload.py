@@ -143,7 +143,7 @@ class Uploader:
         client: HttpClient,
         *,
         state_prefix: str,
-        connections: int = 16,
+        connections: int = 8,
         max_files: int = 8,
         part_size: int = DEFAULT_PART_SIZE,
         progress: ProgressSink | None = None,
