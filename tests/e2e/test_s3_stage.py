@@ -20,7 +20,14 @@ import pytest
 from tests.support.hubreplica import HubReplica, make_repo
 from tests.support.hubserver import hub_server
 from tests.support.proxy import CountingProxy
-from tests.support.repos import LFS_PATTERNS, GitRepoBuilder, git_blob_sha1, llm_repo_files, sha256_hex
+from tests.support.repos import (
+    LFS_PATTERNS,
+    GitRepoBuilder,
+    git_blob_sha1,
+    llm_repo_files,
+    sha256_hex,
+    write_folder_repo,
+)
 from tests.support.seaweed import SeaweedS3, seaweed_s3
 
 MiB = 1024 * 1024
@@ -63,6 +70,7 @@ def test_stage_from_hubget_serve_is_byte_identical_and_reruns_skip(s3: SeaweedS3
     files = llm_repo_files(seed=3)
     files["big/model-large.safetensors"] = os.urandom(13 * MiB)  # 3 parts of 5 MiB
     files["notes/long.txt"] = os.urandom(6 * MiB)  # a git (non-LFS) file of 2 parts: git sha1 verified
+    files["pkg/__init__.py"] = b""
     commit = GitRepoBuilder(tmp_path / "root/models/org/llm").commit(files, "weights")
     prefix = "serve/models/org/llm"
     with hub_server(tmp_path / "root") as url:
@@ -101,6 +109,25 @@ def test_stage_from_hubget_serve_is_byte_identical_and_reruns_skip(s3: SeaweedS3
         third = report_of(stage(env, "org/llm", f"s3://{BUCKET}/{prefix}", "--part-size", "5"))
         assert [f["path"] for f in third["files"] if not f["present"]] == ["notes/long.txt"]
         assert json.loads(s3.objects(BUCKET, prefix)[".hubget/manifest.json"])["files"] == manifest["files"]
+
+
+def test_stage_from_modelscope(s3: SeaweedS3, tmp_path: Path):
+    files = {"model.safetensors": os.urandom(7 * MiB), "configuration.json": b'{"task": "x"}\n'}
+    write_folder_repo(tmp_path / "root/models/org/ms", files)
+    prefix = "ms/models/org/ms"
+    with hub_server(tmp_path / "root") as url:
+        env = hubget_env(s3, "http://127.0.0.1:1", MODELSCOPE_ENDPOINT=url)
+        report = report_of(
+            stage(env, "org/ms", f"s3://{BUCKET}/{prefix}", "--source", "modelscope", "--part-size", "5")
+        )
+    objects = s3.objects(BUCKET, prefix)
+    manifest = json.loads(objects.pop(".hubget/manifest.json"))
+    assert objects == files and report["source"] == "modelscope"
+    assert manifest["revisions"] == ["master"]
+    # ModelScope lists a sha256 for every file: each is kept (and served) as an LFS file.
+    assert {f["path"]: (f["sha256"], f["lfs"]) for f in manifest["files"]} == {
+        p: (sha256_hex(d), True) for p, d in files.items()
+    }
 
 
 def test_stage_from_the_real_hub_replica_resolves_each_file_once(
