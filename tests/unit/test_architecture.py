@@ -13,13 +13,25 @@ MAX_LINES = 700
 
 # layer -> the layers it must never import
 FORBIDDEN: dict[str, tuple[str, ...]] = {
-    "sources": ("layouts", "api", "cli", "server", "integrations", "gitclone", "cache"),
-    "transfer": ("sources", "layouts", "api", "cli", "server", "integrations", "gitclone", "cache"),
-    "layouts": ("sources", "api", "cli", "server", "integrations", "gitclone", "cache"),
+    "sources": ("layouts", "api", "cli", "server", "integrations", "gitclone", "cache", "objectstore"),
+    "transfer": (
+        "sources",
+        "layouts",
+        "api",
+        "cli",
+        "server",
+        "integrations",
+        "gitclone",
+        "cache",
+        "objectstore",
+    ),
+    "layouts": ("sources", "api", "cli", "server", "integrations", "gitclone", "cache", "objectstore"),
+    # The S3 client, manifests and the streaming uploader: base modules and transfer only.
+    "objectstore": ("sources", "layouts", "api", "cli", "server", "integrations", "gitclone", "cache"),
     "server": ("cli", "api", "integrations", "gitclone", "cache"),
     "api": ("cli", "server"),
     "integrations": ("cli", "server"),
-    "gitclone": ("cli", "server", "api"),
+    "gitclone": ("cli", "server", "api", "objectstore"),
 }
 # Plain modules at the top of the package are shared by every layer and import none of the layers.
 BASE_MODULES = ("config", "errors", "models", "paths", "hashing", "filters", "lfsrules")

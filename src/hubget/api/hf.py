@@ -35,14 +35,36 @@ def snapshot_download(
     progress: ProgressSink | None = None,
     modelscope_id: str | None = None,
     mapping_file: str | Path | None = None,
+    to: str | None = None,
+    s3_endpoint: str | None = None,
     **_ignored: Any,
 ) -> str:
     """Download a whole repo (or the files the patterns select); return the snapshot folder
     (or ``local_dir``). Same meaning as ``huggingface_hub.snapshot_download``.
 
+    ``to="s3://bucket/prefix"`` stages the files into a bucket instead (``hubget.api.stage``: each file
+    the object ``prefix/<path>``, plus a manifest) and returns that URL; ``s3_endpoint`` overrides
+    ``AWS_ENDPOINT_URL``. ``source`` is then ``hf`` or ``modelscope``.
+
     ``source="auto"`` asks the Hugging Face endpoint, the mirrors and ModelScope at once and takes
     each file from every source that serves the same bytes (``hubget.api.auto``);
     ``modelscope_id`` and ``mapping_file`` name the repo on ModelScope when its id differs."""
+    if to is not None:
+        return _stage(
+            repo_id,
+            to,
+            repo_type,
+            revision,
+            source,
+            endpoint,
+            token,
+            s3_endpoint,
+            allow_patterns,
+            ignore_patterns,
+            max_workers,
+            connections,
+            progress,
+        )
     if source == "modelscope":
         from hubget.api.modelscope import modelscope_snapshot_download
 
@@ -95,6 +117,40 @@ def snapshot_download(
         progress=progress,
     )
     return str(report.path)
+
+
+def _stage(
+    repo_id: str,
+    to: str,
+    repo_type: str | None,
+    revision: str | None,
+    source: str,
+    endpoint: str | None,
+    token: str | bool | None,
+    s3_endpoint: str | None,
+    allow_patterns: str | list[str] | None,
+    ignore_patterns: str | list[str] | None,
+    max_workers: int,
+    connections: int,
+    progress: ProgressSink | None,
+) -> str:
+    from hubget.api.stage import source_for, stage_snapshot
+    from hubget.objectstore.s3 import parse_s3_url
+
+    target = parse_s3_url(to)
+    ref = RepoRef(repo_id, check_repo_type(repo_type), revision)  # type: ignore[arg-type]
+    report = stage_snapshot(
+        source_for(source, endpoint, token),
+        ref,
+        target,
+        endpoint=s3_endpoint,
+        allow_patterns=allow_patterns,
+        ignore_patterns=ignore_patterns,
+        max_workers=max_workers,
+        connections=connections,
+        progress=progress,
+    )
+    return str(report.target)
 
 
 def hf_hub_download(

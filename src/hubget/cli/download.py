@@ -50,6 +50,20 @@ def download(
     local_dir: Annotated[
         Path | None, typer.Option(help="Put the files in this plain folder instead of the cache.")
     ] = None,
+    to: Annotated[
+        str | None,
+        typer.Option(
+            help="Stage the files into a bucket instead: s3://bucket/prefix (each file becomes "
+            "prefix/<path>, plus prefix/.hubget/manifest.json). AWS configuration from the environment."
+        ),
+    ] = None,
+    s3_endpoint: Annotated[
+        str | None, typer.Option(help="With --to: the S3 endpoint (default: AWS_ENDPOINT_URL, else AWS).")
+    ] = None,
+    part_size: Annotated[
+        int,
+        typer.Option(min=5, max=5120, help="With --to: multipart part size in MiB (grows for huge files)."),
+    ] = 8,
     include: Annotated[
         list[str] | None, typer.Option("--include", help="Only files matching this glob (repeatable).")
     ] = None,
@@ -100,6 +114,31 @@ def download(
       hubget download Shanghai_AI_Laboratory/internlm2-chat-7b --source modelscope
     """
     ref = RepoRef(repo_id, check_repo_type(repo_type), revision)  # type: ignore[arg-type]
+    if to is not None or s3_endpoint is not None:
+        from hubget.cli.stage import stage_command
+
+        if to is None:
+            raise UsageError("--s3-endpoint applies to --to s3://...")
+        if local_dir is not None or cache_dir is not None or source == "auto":
+            raise UsageError("--to takes no --local-dir, --cache-dir or --source auto")
+        stage_command(
+            ref,
+            to,
+            source=source,
+            endpoint=endpoint,
+            token=token,
+            s3_endpoint=s3_endpoint,
+            files=files,
+            include=include,
+            exclude=exclude,
+            max_workers=max_workers,
+            connections=max_connections or connections,
+            part_size=part_size,
+            dry_run=dry_run,
+            json_output=json_output,
+            quiet=quiet,
+        )
+        return
     progress = make_progress(quiet, json_output)
     engine_options = {"max_connections": max_connections} if max_connections else None
     if source == "auto":

@@ -10,17 +10,38 @@ import signal
 import socket
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from hubget.errors import UsageError
 
+if TYPE_CHECKING:
+    from hubget.objectstore.s3 import S3Url
+
 
 def serve(
     root: Annotated[
-        Path, typer.Argument(help="Folder with models/{owner}/{name}, datasets/..., spaces/... repos.")
-    ],
+        Path | None,
+        typer.Argument(help="Folder with models/{owner}/{name}, datasets/..., spaces/... repos."),
+    ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            help="Serve the repos staged under s3://bucket/root/{models,datasets}/... instead of a "
+            "folder (see `hubget download --to`); files are redirects to presigned URLs."
+        ),
+    ] = None,
+    s3_endpoint: Annotated[
+        str | None, typer.Option(help="With --store: the S3 endpoint (default: AWS_ENDPOINT_URL, else AWS).")
+    ] = None,
+    presign_endpoint: Annotated[
+        str | None,
+        typer.Option(help="With --store: the endpoint clients reach the store at, if not --s3-endpoint's."),
+    ] = None,
+    presign_ttl: Annotated[
+        int, typer.Option(min=10, max=7 * 86400, help="With --store: seconds a presigned file URL is valid.")
+    ] = 900,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free port).")] = 8000,
     hf_cache: Annotated[
@@ -67,8 +88,14 @@ def serve(
     from hubget.server.app import create_app, read_token_file, serve_forever
     from hubget.server.connections import ServerLimits
 
-    if not root.is_dir():
-        raise UsageError(f"{root} is not a folder")
+    store_url = _store_url(root, store)
+    if store_url is None:
+        if root is None:
+            raise UsageError("give a ROOT folder or --store s3://bucket/root")
+        if not root.is_dir():
+            raise UsageError(f"{root} is not a folder")
+    if hf_cache is not None and store_url is not None:
+        raise UsageError("--hf-cache serves a local cache; it does not combine with --store")
     if hf_cache is not None and not hf_cache.is_dir():
         raise UsageError(f"--hf-cache {hf_cache} is not a folder")
     tokens = None
@@ -82,6 +109,8 @@ def serve(
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
     if verbose:
         logging.getLogger("aiohttp.access").setLevel(logging.INFO)
+    for noisy in ("botocore", "boto3", "urllib3"):  # their INFO lines are not about requests served
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
     limits = ServerLimits(
         header_timeout=header_timeout, keepalive_timeout=keepalive_timeout, max_connections=max_connections
@@ -92,7 +121,16 @@ def serve(
         print(f"hubget serve: listening on {url}", flush=True)
 
     def run_worker(sock: socket.socket | None, on_bound: Callable[[str], None] | None) -> None:
-        app = create_app(root, hf_cache=hf_cache, tokens=tokens, page_size=page_size)
+        repos = None
+        if store_url is not None:  # made in each worker: a client per process
+            from hubget.server.s3store import S3Store
+
+            repos = S3Store(
+                store_url, endpoint=s3_endpoint, presign_endpoint=presign_endpoint, presign_ttl=presign_ttl
+            )
+        app = create_app(
+            root or Path("."), hf_cache=hf_cache, tokens=tokens, page_size=page_size, store=repos
+        )
 
         async def main() -> None:
             task = asyncio.ensure_future(
@@ -132,6 +170,19 @@ def serve(
         for pid in children:
             with contextlib.suppress(OSError):
                 os.waitpid(pid, 0)
+
+
+def _store_url(root: Path | None, store: str | None) -> S3Url | None:
+    """The bucket to serve from, or None for a folder ROOT."""
+    from hubget.objectstore.s3 import parse_s3_url
+
+    if store is None:
+        return None
+    if root is not None:
+        raise UsageError("give either a ROOT folder or --store, not both")
+    if not store.startswith("s3://"):
+        raise UsageError(f"--store takes s3://bucket/root, not {store!r} (a folder is given as ROOT)")
+    return parse_s3_url(store)
 
 
 def _raise_file_limit(max_connections: int) -> None:

@@ -41,12 +41,14 @@ class Entry:
 
 @dataclass(frozen=True)
 class Body:
-    """Where the bytes of an entry are: a file on disk (sent with sendfile) or a git blob (streamed)."""
+    """Where the bytes of an entry are: a file on disk (sent with sendfile), a git blob (streamed), or
+    elsewhere at ``url`` (an object store's presigned URL: the client is redirected there)."""
 
     size: int
     path: Path | None = None
     git_dir: Path | None = None
     blob: str | None = None
+    url: str | None = None
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,11 @@ async def send_body(
     inm = request.headers.get("If-None-Match")
     if inm is not None and if_none_match(inm, etag):
         return web.Response(status=304, headers=common)
+    if body.url is not None:
+        # The bytes are in an object store: the client fetches them there, with its Range.
+        # X-Linked-Size tells the size to clients that read it from the redirect (huggingface_hub).
+        extra = {"Location": body.url, "X-Linked-Size": str(size)}
+        return web.Response(status=302, headers={**common, **extra})
     plan: RangePlan = plan_ranges(
         method=request.method,
         range_header=request.headers.get("Range"),
