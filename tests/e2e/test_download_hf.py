@@ -195,6 +195,8 @@ def test_sigkill_then_rerun_fetches_only_the_missing_bytes(hub, tmp_path):
                 str(tmp_path),
                 "--connections",
                 "4",
+                "--max-connections",  # no widening: the kill must land mid-file
+                "4",
                 "-q",
             ],
             env={**os.environ, **ENV},
