@@ -187,7 +187,18 @@ def test_sigkill_then_rerun_with_the_cli(url: str, tmp_path: Path) -> None:
     env = {**os.environ, **ENV}
     with counting_proxy(url, rate_per_conn=3 * 1024 * 1024) as proxy:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "hubget", *args, "--endpoint", proxy.url, "--connections", "4"],
+            [
+                sys.executable,
+                "-m",
+                "hubget",
+                *args,
+                "--endpoint",
+                proxy.url,
+                "--connections",
+                "4",
+                "--max-connections",  # one connection in all: at 3 MB/s the kill lands mid-file
+                "1",
+            ],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
