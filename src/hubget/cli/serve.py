@@ -56,6 +56,23 @@ def serve(
             "or the new one gets 503 when all are busy.",
         ),
     ] = 1024,
+    upstream: Annotated[
+        str | None,
+        typer.Option(
+            help="Pull-through mirror of this Hugging Face endpoint (huggingface.co, a mirror, another "
+            "hubget serve): repos not under ROOT are fetched from it once, into ROOT/.hubget-mirror.",
+        ),
+    ] = None,
+    upstream_token_file: Annotated[
+        Path | None, typer.Option(help="File holding the token the mirror sends upstream.")
+    ] = None,
+    revision_ttl: Annotated[
+        float,
+        typer.Option(min=0.0, help="Seconds a branch or tag -> commit answer of upstream is reused."),
+    ] = 300.0,
+    upstream_connections: Annotated[
+        int, typer.Option(min=1, max=64, help="Connections to upstream per file being fetched.")
+    ] = 8,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every request on stderr.")] = False,
 ) -> None:
     """Serve model, dataset and space repos over the Hugging Face API (and git, ModelScope).
@@ -63,6 +80,8 @@ def serve(
     A repo folder is a git repository (branches, tags, commits; LFS objects from .git/lfs) or a plain
     folder (one revision, main). Point clients at it with HF_ENDPOINT=http://HOST:PORT.
     Prints "hubget serve: listening on http://HOST:PORT" once the port is open.
+    With --upstream, any other repo is served from that hub: fetched once (one call per file, however
+    many clients want it at once, each served the bytes as they arrive) and kept.
     """
     from hubget.server.app import create_app, read_token_file, serve_forever
     from hubget.server.connections import ServerLimits
@@ -79,6 +98,23 @@ def serve(
             raise UsageError(f"cannot read --token-file {token_file}: {exc.strerror}") from None
         if not tokens:
             raise UsageError(f"--token-file {token_file} holds no token")
+    upstream_token = None
+    if upstream is None and upstream_token_file is not None:
+        raise UsageError("--upstream-token-file needs --upstream")
+    if upstream is not None:
+        if not upstream.startswith(("http://", "https://")):
+            raise UsageError(f"--upstream {upstream!r} is not an http(s) URL")
+        if workers != 1:
+            raise UsageError("--upstream runs in one process: use --workers 1")
+        if upstream_token_file is not None:
+            try:
+                upstream_token = upstream_token_file.read_text().strip() or None
+            except OSError as exc:
+                raise UsageError(
+                    f"cannot read --upstream-token-file {upstream_token_file}: {exc.strerror}"
+                ) from None
+            if upstream_token is None:
+                raise UsageError(f"--upstream-token-file {upstream_token_file} holds no token")
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
     if verbose:
         logging.getLogger("aiohttp.access").setLevel(logging.INFO)
@@ -92,7 +128,18 @@ def serve(
         print(f"hubget serve: listening on {url}", flush=True)
 
     def run_worker(sock: socket.socket | None, on_bound: Callable[[str], None] | None) -> None:
-        app = create_app(root, hf_cache=hf_cache, tokens=tokens, page_size=page_size)
+        mirror = None
+        if upstream is not None:
+            from hubget.api.mirror import Mirror
+
+            mirror = Mirror(
+                root,
+                upstream,
+                token=upstream_token,
+                revision_ttl=revision_ttl,
+                connections=upstream_connections,
+            )
+        app = create_app(root, hf_cache=hf_cache, tokens=tokens, page_size=page_size, upstream=mirror)
 
         async def main() -> None:
             task = asyncio.ensure_future(

@@ -21,6 +21,7 @@ from hubget.server import git_routes, hf_routes, ms_routes
 from hubget.server.connections import GuardedAppRunner, ServerLimits
 from hubget.server.keys import PAGE_SIZE_KEY, STORE_KEY, TOKENS_KEY
 from hubget.server.store import Store
+from hubget.server.upstream import Upstream
 
 __all__ = ["PAGE_SIZE_KEY", "STORE_KEY", "TOKENS_KEY", "create_app", "runner_for", "serve_forever"]
 DEFAULT_PAGE_SIZE = 1000
@@ -96,9 +97,11 @@ def create_app(
     tokens: Iterable[str] | None = None,
     page_size: int = DEFAULT_PAGE_SIZE,
     store: Store | None = None,
+    upstream: Upstream | None = None,
 ) -> web.Application:
-    """The server application for the repos under ``root`` (see ``hubget.server.store``)."""
-    store = store or Store(Path(root), hf_cache=Path(hf_cache) if hf_cache else None)
+    """The server application for the repos under ``root`` (see ``hubget.server.store``); with
+    ``upstream``, every other repo is served from that hub (a pull-through mirror)."""
+    store = store or Store(Path(root), hf_cache=Path(hf_cache) if hf_cache else None, upstream=upstream)
     app = web.Application(middlewares=[auth_middleware], client_max_size=MAX_REQUEST_BODY)
     app[STORE_KEY] = store
     app[TOKENS_KEY] = frozenset(tokens or ())

@@ -18,7 +18,15 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from hubget.errors import EntryNotFoundError, HubgetError, RepoNotFoundError, RevisionNotFoundError
+from hubget.errors import (
+    AuthError,
+    EntryNotFoundError,
+    GatedRepoError,
+    HubgetError,
+    NetworkError,
+    RepoNotFoundError,
+    RevisionNotFoundError,
+)
 from hubget.models import RepoType
 from hubget.paths import safe_relpath
 from hubget.server.keys import PAGE_SIZE_KEY, STORE_KEY
@@ -67,6 +75,13 @@ def hf_errors(handler: Handler) -> Handler:
             return error_response(404, "RevisionNotFound", str(exc) or "Revision not found")
         except EntryNotFoundError as exc:
             return error_response(404, "EntryNotFound", str(exc) or "Entry not found")
+        # What an upstream hub answered a mirror (hubget serve --upstream):
+        except GatedRepoError as exc:
+            return error_response(403, "GatedRepo", str(exc) or "Gated repo")
+        except AuthError as exc:
+            return error_response(401, None, str(exc) or "Unauthorized")
+        except NetworkError as exc:
+            return error_response(502, None, f"upstream: {exc}")
         except HubgetError as exc:
             return error_response(500, None, str(exc) or type(exc).__name__)
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from aiohttp import web
 
 from hubget.server.gitrepo import blob_command
+from hubget.server.growing import GrowingStream
 from hubget.server.ranges import RangePlan, if_none_match, plan_ranges
 from hubget.server.repo import Body
 
@@ -34,20 +35,41 @@ async def send_body(
         return web.Response(status=304, headers=common)
     plan: RangePlan = plan_ranges(
         method=request.method,
-        range_header=request.headers.get("Range"),
+        range_header=None if body.whole_only else request.headers.get("Range"),
         if_range=request.headers.get("If-Range"),
         size=size,
         etag=etag,
     )
     if plan.status == 416:
         return web.Response(status=416, headers={**common, "Content-Range": f"bytes */{size}"})
+    stream = None
+    if body.growing is not None and request.method != "HEAD" and size:
+        stream = GrowingStream(request, body.growing)
+        await stream.start()  # a fill that fails at once is an error status, not a broken body
+    try:
+        return await _answer(request, body, plan, common, stream)
+    finally:
+        if stream is not None:
+            stream.close()
+
+
+async def _answer(
+    request: web.Request,
+    body: Body,
+    plan: RangePlan,
+    common: dict[str, str],
+    stream: GrowingStream | None,
+) -> web.StreamResponse:
+    size = body.size
     if plan.status == 200:
         parts = [(0, size - 1)] if size else []
-        return await _send_parts(request, body, 200, common, CONTENT_TYPE, parts, size)
+        return await _send_parts(request, body, 200, common, CONTENT_TYPE, parts, size, stream=stream)
     if not plan.multipart:
         start, end = plan.parts[0]
         hdrs = {**common, "Content-Range": f"bytes {start}-{end}/{size}"}
-        return await _send_parts(request, body, 206, hdrs, CONTENT_TYPE, plan.parts, end - start + 1)
+        return await _send_parts(
+            request, body, 206, hdrs, CONTENT_TYPE, plan.parts, end - start + 1, stream=stream
+        )
     boundary = secrets.token_hex(16)
     heads = [
         (
@@ -67,6 +89,7 @@ async def send_body(
         length,
         heads=heads,
         tail=tail,
+        stream=stream,
     )
 
 
@@ -81,6 +104,7 @@ async def _send_parts(
     *,
     heads: list[bytes] | None = None,
     tail: bytes = b"",
+    stream: GrowingStream | None = None,
 ) -> web.StreamResponse:
     resp = web.StreamResponse(status=status, headers=headers)
     resp.content_type = content_type
@@ -93,7 +117,9 @@ async def _send_parts(
         for i, (start, end) in enumerate(parts):
             if heads:
                 await resp.write(heads[i])
-            if body.path is not None:
+            if stream is not None:
+                await stream.send(resp, start, end - start + 1, final=i == len(parts) - 1)
+            elif body.path is not None:
                 await _sendfile(request, resp, body, start, end - start + 1)
             else:
                 await _stream_blob(resp, body, start, end - start + 1)

@@ -170,6 +170,14 @@ class HfSource:
     def head(self, ref: RepoRef, path: str, commit: str | None = None) -> tuple[RemoteFile, str]:
         """HEAD the resolve URL (following only same-origin relative redirects, as the hub's
         renamed-repo redirects are) and read X-Repo-Commit, ETag / X-Linked-Etag and sizes."""
+        file, commit_sha, _ = self.locate(ref, path, commit)
+        return file, commit_sha
+
+    def locate(
+        self, ref: RepoRef, path: str, commit: str | None = None
+    ) -> tuple[RemoteFile, str, str | None]:
+        """``head`` and where the hub sends the file's bytes: the (signed, cross-origin) URL of its
+        redirect, or None when the resolve URL answers with the bytes itself. One resolver call."""
         path = safe_relpath(path)
         url = self.resolve_url(ref, commit or ref.revision or "main", path)
         for _ in range(10):
@@ -206,7 +214,8 @@ class HfSource:
             xet_hash=resp.headers.get("X-Xet-Hash") or None,
             rate_bucket=RESOLVE_BUCKET,
         )
-        return file, commit_sha
+        location = resp.headers.get("Location") if 300 <= resp.status < 400 else None
+        return file, commit_sha, urljoin(url, location) if location else None
 
     def resolve(self, ref: RepoRef) -> Snapshot:
         commit, siblings = self.resolve_commit(ref)

@@ -1,0 +1,221 @@
+"""`hubget serve ROOT --upstream URL`: a pull-through mirror of a Hugging Face endpoint (huggingface.co,
+a mirror of it, or another `hubget serve`). Implements ``hubget.server.upstream.Upstream``.
+
+    ROOT/.hubget-mirror/hub/    an HF cache (blobs by sha256 / git sha1, snapshots, refs), filled by
+                                the client pipeline one blob at a time (``mirror_fill.UpstreamFill``)
+    ROOT/.hubget-mirror/meta/   what upstream said: branch/tag -> commit with when it was asked,
+                                every listed commit's files (``mirror_meta.MirrorMeta``)
+
+Upstream calls: a branch or tag is asked again once ``revision_ttl`` is over (a commit never is); a
+commit is listed once, ever; a blob is located once (one resolver call) and fetched once, whatever
+the number of clients (single flight). When upstream is unreachable or failing, a branch keeps its
+last known commit (logged), so what is cached keeps being served.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import Hashable
+from pathlib import Path
+
+from hubget.api.mirror_fill import UpstreamFill, resumable
+from hubget.api.mirror_meta import MirrorMeta, StoredFile, Tree
+from hubget.errors import NetworkError, UnsafePathError
+from hubget.layouts.fsutil import atomic_write_text
+from hubget.layouts.hf_cache import HfCacheLayout
+from hubget.models import RemoteFile, RepoRef, RepoType, Snapshot
+from hubget.paths import join_inside
+from hubget.sources.huggingface import RESOLVE_BUCKET, HfSource
+from hubget.transfer.http import HttpClient
+
+log = logging.getLogger("hubget.serve")
+MIRROR_DIR = ".hubget-mirror"
+DEFAULT_REVISION_TTL = 300.0
+# After upstream failed to answer, branches use their last known commit this long before asking again
+# (so a dead upstream costs one timeout now and then, not one per request).
+UNREACHABLE_PAUSE = 30.0
+FAILED_FILL_HOLD = 2.0  # a failed fill is what clients get for this long, then a new one starts
+DISOWNED_WINDOW = 600.0  # Range requests get the whole file this long after a blob's bytes were disowned
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+class Mirror:
+    def __init__(
+        self,
+        root: Path,
+        endpoint: str,
+        *,
+        token: str | None = None,
+        revision_ttl: float = DEFAULT_REVISION_TTL,
+        connections: int = 8,
+        meta_client: HttpClient | None = None,
+        fill_client: HttpClient | None = None,
+    ) -> None:
+        self.folder = Path(root) / MIRROR_DIR
+        self.cache_dir = self.folder / "hub"
+        self.meta = MirrorMeta(self.folder / "meta")
+        self.revision_ttl = revision_ttl
+        self.connections = connections
+        # Metadata calls fail fast (few retries): a branch then falls back to its last known commit.
+        self.source = HfSource(
+            endpoint, token or False, client=meta_client or HttpClient(retries=2, connect_timeout=5.0)
+        )
+        self.endpoint = self.source.endpoint
+        self.fill_client = fill_client or HttpClient(pool_maxsize=64)
+        self._lock = threading.Lock()
+        self._keys: dict[Hashable, threading.Lock] = {}
+        self._fills: dict[Path, UpstreamFill] = {}
+        self._lineage: dict[Path, int] = {}
+        self._disowned: dict[Path, float] = {}
+        self._unreachable_until = 0.0  # monotonic
+
+    def _key(self, key: Hashable) -> threading.Lock:
+        """One lock per upstream question, so that clients asking at once cause one call."""
+        with self._lock:
+            return self._keys.setdefault(key, threading.Lock())
+
+    # -- metadata -------------------------------------------------------------------------------
+    def snapshot(self, repo_type: RepoType, repo_id: str, revision: str) -> Snapshot:
+        ref = RepoRef(repo_id, repo_type, revision)
+        commit = revision if _COMMIT.match(revision) else self._commit(ref)
+        tree = self._tree(ref, commit)
+        files = [self._remote(ref, commit, f) for f in tree.files]
+        return Snapshot(ref, commit, files, self.source.name, self.endpoint)
+
+    def _commit(self, ref: RepoRef) -> str:
+        assert ref.revision is not None
+        args = (ref.repo_type, ref.repo_id, ref.revision)
+        known = self.meta.revision(*args)
+        if known is not None and (self._fresh(known[1]) or time.monotonic() < self._unreachable_until):
+            return known[0]
+        with self._key(("revision", *args)):
+            known = self.meta.revision(*args)
+            if known is not None and self._fresh(known[1]):
+                return known[0]  # another client asked just now
+            try:
+                commit, _ = self.source.resolve_commit(ref)
+            except NetworkError as exc:
+                if known is None:
+                    raise
+                self._unreachable_until = time.monotonic() + UNREACHABLE_PAUSE
+                log.warning(
+                    "mirror: upstream %s failed (%s); serving %s@%s at its last known commit %s",
+                    self.endpoint,
+                    exc,
+                    ref.repo_id,
+                    ref.revision,
+                    known[0][:12],
+                )
+                return known[0]
+            self.meta.set_revision(*args, commit)
+            self._write_ref(ref, commit)
+            return commit
+
+    def _fresh(self, checked: float) -> bool:
+        return time.time() - checked < self.revision_ttl
+
+    def _write_ref(self, ref: RepoRef, commit: str) -> None:
+        """refs/{revision} in the mirror's HF cache, as huggingface_hub keeps it."""
+        assert ref.revision is not None
+        layout = HfCacheLayout(ref, self.cache_dir)
+        try:
+            atomic_write_text(join_inside(layout.repo_dir / "refs", ref.revision), commit)
+        except (OSError, UnsafePathError) as exc:
+            log.warning("mirror: cannot record %s@%s: %s", ref.repo_id, ref.revision, exc)
+
+    def _tree(self, ref: RepoRef, commit: str) -> Tree:
+        args = (ref.repo_type, ref.repo_id, commit)
+        tree = self.meta.tree(*args)
+        if tree is not None:
+            return tree
+        with self._key(("tree", *args)):
+            tree = self.meta.tree(*args)
+            if tree is None:
+                listed = self.source.list_tree(ref, commit)
+                stored = [StoredFile(f.path, f.size, f.sha256, f.git_sha1) for f in listed]
+                tree = self.meta.set_tree(*args, sorted(stored, key=lambda f: f.path))
+            return tree
+
+    def _remote(self, ref: RepoRef, commit: str, f: StoredFile) -> RemoteFile:
+        token = self.source.token
+        return RemoteFile(
+            path=f.path,
+            size=f.size,
+            url=self.source.resolve_url(ref, commit, f.path),
+            sha256=f.sha256,
+            git_sha1=f.git_sha1,
+            headers={"Authorization": f"Bearer {token}"} if token else {},
+            rate_bucket=RESOLVE_BUCKET,
+        )
+
+    def known_revisions(self, repo_type: RepoType, repo_id: str) -> dict[str, str]:
+        return self.meta.revisions(repo_type, repo_id)
+
+    def commit_date(self, repo_type: RepoType, repo_id: str, commit: str) -> float:
+        tree = self.meta.tree(repo_type, repo_id, commit)
+        return tree.seen if tree is not None else 0.0
+
+    # -- blobs ----------------------------------------------------------------------------------
+    def _layout(self, snapshot: Snapshot) -> HfCacheLayout:
+        return HfCacheLayout(
+            RepoRef(snapshot.ref.repo_id, snapshot.ref.repo_type, snapshot.commit), self.cache_dir
+        )
+
+    def blob(self, snapshot: Snapshot, file: RemoteFile) -> Path | None:
+        layout = self._layout(snapshot)
+        return layout.blob(file) if layout.is_complete(snapshot, file) else None
+
+    def fill(self, snapshot: Snapshot, file: RemoteFile) -> UpstreamFill:
+        """The fill of ``file``'s blob under way (joined), or a new one."""
+        layout = self._layout(snapshot)
+        blob = layout.blob(file)
+        with self._lock:
+            current = self._fills.get(blob)
+            if current is not None:
+                if current.state in ("waiting", "running") or (
+                    current.state == "failed" and time.monotonic() - current.ended < FAILED_FILL_HOLD
+                ):
+                    return current
+                if current.state == "done" and layout.is_complete(snapshot, file):
+                    return current
+            lineage = self._lineage.get(blob, 0)
+            if not resumable(blob, file):
+                if lineage:
+                    self._disowned[blob] = time.time()  # bytes an earlier fill had written are gone
+                lineage += 1
+            self._lineage[blob] = max(1, lineage)
+            fill = UpstreamFill(
+                snapshot,
+                file,
+                layout,
+                source=self.source,
+                client=self.fill_client,
+                connections=self.connections,
+                lineage=self.lineage,
+                disown=self.disown,
+            )
+            self._fills[blob] = fill
+        return fill.start()
+
+    def lineage(self, blob: Path) -> int:
+        with self._lock:
+            return self._lineage.get(blob, 0)
+
+    def disown(self, blob: Path) -> None:
+        """The bytes written for ``blob`` were wrong: clients that got some must not get the rest."""
+        with self._lock:
+            self._lineage[blob] = self._lineage.get(blob, 0) + 1
+            self._disowned[blob] = time.time()
+
+    def whole_only(self, snapshot: Snapshot, file: RemoteFile) -> bool:
+        blob = self._layout(snapshot).blob(file)
+        with self._lock:
+            since = self._disowned.get(blob, -math.inf)
+        return time.time() - since < DISOWNED_WINDOW
+
+    def close(self) -> None:
+        self.fill_client.clear()
