@@ -23,14 +23,16 @@ from typing import BinaryIO
 
 from aiohttp import web
 
-from hubget.errors import HubgetError, NetworkError
+from hubget.errors import HubgetError, IntegrityError, NetworkError
 from hubget.server.upstream import BlobFill, Growing
 
 MiB = 1024 * 1024
 POLL = 0.05  # seconds between looks at the fill's progress
 START_WAIT = 8.0  # seconds a GET waits for the fill's first bytes (or its failure) before its headers
-FAR = 32 * MiB  # a range this far beyond the bytes on disk is fetched directly
-DIRECT_AFTER = 5.0  # ... as is one the fill has not reached after this many seconds without progress
+FAR = 256 * MiB  # a range this far beyond the bytes on disk is fetched directly...
+DIRECT_ETA = 2.0  # ... as is one the fill would reach in more seconds than this, at its measured rate,
+DIRECT_AFTER = 5.0  # ... or has not reached after this many seconds without progress
+RATE_WINDOW = 0.5  # seconds of watching the fill before its rate counts
 DIRECT_CHUNK = 8 * MiB
 DIRECT_BUF = 256 * 1024
 RESTARTS = 3  # new fills one answer may wait for after the fill feeding it failed
@@ -64,6 +66,7 @@ class GrowingStream:
         self.spans: list[tuple[int, int, bytes]] = []  # bytes sent straight from upstream, with sha256
         self.restarts = 0
         self._file: BinaryIO | None = None
+        self._mark: tuple[float, int] | None = None  # (when, bytes on disk) at the first look
 
     async def start(self) -> None:
         """Join (or start) the fill; raise its error when it fails before a byte is there, so the
@@ -73,10 +76,25 @@ class GrowingStream:
         while time.monotonic() < deadline:
             p = self.fill.progress()
             if p.state == "failed":
-                raise p.error or NetworkError("the upstream fill failed")
+                if not isinstance(p.error, IntegrityError) or self.restarts >= RESTARTS:
+                    raise p.error or NetworkError("the upstream fill failed")
+                # Wrong bytes came: a new fill will most likely get the right ones. Wait for it.
+                await self._next_fill()
+                deadline = time.monotonic() + START_WAIT
+                continue
             if p.state == "done" or p.done:
                 return
             await asyncio.sleep(POLL)
+
+    async def _next_fill(self) -> None:
+        """After the fill failed: the next one (a failure stays what clients get for a moment)."""
+        failed = self.fill
+        while True:
+            self.fill = await asyncio.to_thread(self.growing.current)
+            if self.fill is not failed:
+                self.restarts += 1
+                return
+            await asyncio.sleep(0.5)
 
     def close(self) -> None:
         if self._file is not None:
@@ -106,13 +124,9 @@ class GrowingStream:
                 await self._sendfile(fill.blob, pos, end - pos, None)
                 return
             if p.state == "failed":
-                self.fill = await asyncio.to_thread(self.growing.current)
-                if self.fill is fill:
-                    await asyncio.sleep(0.5)  # the failure is recent: a new fill starts a little later
-                    continue
-                self.restarts += 1
-                if self.restarts > RESTARTS:
+                if self.restarts >= RESTARTS:
                     raise Cut(f"the upstream fill failed: {p.error}")
+                await self._next_fill()  # (bytes sent before are checked: the lineage above)
                 continue
             n = available(p.done, pos, limit) if p.partial is not None else 0
             if n > 0:
@@ -122,7 +136,7 @@ class GrowingStream:
                 pos += n
                 waited = 0.0
                 continue
-            if pos < limit and (pos - front(p.done, pos) >= FAR or waited >= DIRECT_AFTER):
+            if pos < limit and (waited >= DIRECT_AFTER or self._far(p.done, pos)):
                 got = await self._direct(resp, fill, pos, min(limit, pos + DIRECT_CHUNK))
                 if got:
                     pos += got
@@ -130,6 +144,22 @@ class GrowingStream:
                     continue
             await asyncio.sleep(POLL)
             waited += POLL
+
+    def _far(self, done: tuple[tuple[int, int], ...], pos: int) -> bool:
+        """Whether the fill will take long to reach ``pos``: far ahead of the bytes on disk before it,
+        at the rate the fill was seen to grow."""
+        gap = pos - front(done, pos)
+        if gap >= FAR:
+            return True
+        now, total = time.monotonic(), sum(end - start for start, end in done)
+        if self._mark is None:
+            self._mark = (now, total)
+            return False
+        elapsed = now - self._mark[0]
+        if elapsed < RATE_WINDOW:
+            return False
+        rate = (total - self._mark[1]) / elapsed
+        return rate <= 0 or gap / rate > DIRECT_ETA
 
     async def _sendfile(self, path: Path, offset: int, count: int, lineage: int | None) -> None:
         """Send ``count`` bytes of ``path`` from ``offset``; a partial file is opened once, and only
