@@ -339,3 +339,39 @@ def test_huggingface_hub_caught_in_a_failed_fill_gets_the_right_file(tmp_path: P
             digest, log = finish_client_logged(client)
             assert digest == hashlib.sha256(data).hexdigest()
             assert "Trying to resume download" in log  # it was cut, and asked for the rest only
+
+
+def get_json(url: str) -> object:
+    with urllib.request.urlopen(url) as resp:
+        return json.load(resp)
+
+
+def test_branches_are_asked_again_after_the_ttl_commits_never(tmp_path: Path):
+    """A push upstream shows through the mirror once the branch's TTL is over; a commit, its listing
+    (read upstream page by page) and its files are asked once."""
+    with HubReplica([make_repo("org/llm", FILES)], page_size=4) as hub:
+        old = hub.repos[("model", "org/llm")].commit
+        with MirrorServer(tmp_path / "root", hub.hub_url, "--revision-ttl", "2") as mirror:
+            info = f"{mirror.url}/api/models/org/llm/revision/main"
+            assert get_json(info)["sha"] == old  # type: ignore[index]
+            listing = get_json(f"{mirror.url}/api/models/org/llm/tree/main?recursive=true")
+            assert sorted(i["path"] for i in listing if i["type"] == "file") == sorted(FILES)  # type: ignore[index,union-attr]
+            pages = hub.counters.api_calls["tree"]
+            assert pages > 1
+            with urllib.request.urlopen(f"{mirror.url}/org/llm/resolve/main/config.json") as resp:
+                assert resp.read() == FILES["config.json"]
+            pushed = dict(FILES, **{"config.json": b'{"model_type": "y"}\n'})
+            hub.add_repo(make_repo("org/llm", pushed))
+            new = hub.repos[("model", "org/llm")].commit
+            assert get_json(info)["sha"] == old  # within the TTL
+            assert hub.counters.api_calls["revision"] == 1
+            time.sleep(2.2)
+            assert get_json(info)["sha"] == new
+            assert get_json(f"{mirror.url}/api/models/org/llm/revision/{old}")["sha"] == old  # type: ignore[index]
+            with urllib.request.urlopen(f"{mirror.url}/org/llm/resolve/main/config.json") as resp:
+                assert resp.read() == pushed["config.json"]
+            with urllib.request.urlopen(f"{mirror.url}/org/llm/resolve/{old}/config.json") as resp:
+                assert resp.read() == FILES["config.json"]  # (the replica no longer has that commit)
+            assert hub.counters.api_calls["revision"] == 2
+            assert hub.counters.api_calls["tree"] == 2 * pages
+            assert hub.counters.resolves("config.json") == 2  # one per blob (two different blobs)

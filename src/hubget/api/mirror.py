@@ -19,6 +19,7 @@ import math
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Hashable
 from pathlib import Path
 
@@ -40,6 +41,7 @@ DEFAULT_REVISION_TTL = 300.0
 UNREACHABLE_PAUSE = 30.0
 FAILED_FILL_HOLD = 2.0  # a failed fill is what clients get for this long, then a new one starts
 DISOWNED_WINDOW = 600.0  # Range requests get the whole file this long after a blob's bytes were disowned
+KEPT_SNAPSHOTS = 32  # commits whose listing is kept in memory as a Snapshot
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
@@ -72,6 +74,7 @@ class Mirror:
         self._lineage: dict[Path, int] = {}
         self._disowned: dict[Path, float] = {}
         self._unreachable_until = 0.0  # monotonic
+        self._snapshots: OrderedDict[tuple[str, str, str], Snapshot] = OrderedDict()
 
     def _key(self, key: Hashable) -> threading.Lock:
         """One lock per upstream question, so that clients asking at once cause one call."""
@@ -82,9 +85,21 @@ class Mirror:
     def snapshot(self, repo_type: RepoType, repo_id: str, revision: str) -> Snapshot:
         ref = RepoRef(repo_id, repo_type, revision)
         commit = revision if _COMMIT.match(revision) else self._commit(ref)
+        key = (repo_type, repo_id, commit)
+        with self._lock:
+            snap = self._snapshots.get(key)
+            if snap is not None:
+                self._snapshots.move_to_end(key)
+                return snap
         tree = self._tree(ref, commit)
-        files = [self._remote(ref, commit, f) for f in tree.files]
-        return Snapshot(ref, commit, files, self.source.name, self.endpoint)
+        at_commit = RepoRef(repo_id, repo_type, commit)
+        files = [self._remote(at_commit, commit, f) for f in tree.files]
+        snap = Snapshot(at_commit, commit, files, self.source.name, self.endpoint)
+        with self._lock:
+            self._snapshots[key] = snap
+            while len(self._snapshots) > KEPT_SNAPSHOTS:
+                self._snapshots.popitem(last=False)
+        return snap
 
     def _commit(self, ref: RepoRef) -> str:
         assert ref.revision is not None
@@ -161,9 +176,7 @@ class Mirror:
 
     # -- blobs ----------------------------------------------------------------------------------
     def _layout(self, snapshot: Snapshot) -> HfCacheLayout:
-        return HfCacheLayout(
-            RepoRef(snapshot.ref.repo_id, snapshot.ref.repo_type, snapshot.commit), self.cache_dir
-        )
+        return HfCacheLayout(snapshot.ref, self.cache_dir)  # (the ref names the commit: no refs written)
 
     def blob(self, snapshot: Snapshot, file: RemoteFile) -> Path | None:
         layout = self._layout(snapshot)
