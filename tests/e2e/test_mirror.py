@@ -375,3 +375,44 @@ def test_branches_are_asked_again_after_the_ttl_commits_never(tmp_path: Path):
             assert hub.counters.api_calls["revision"] == 2
             assert hub.counters.api_calls["tree"] == 2 * pages
             assert hub.counters.resolves("config.json") == 2  # one per blob (two different blobs)
+
+
+USER_TOKEN = "hf_replica_user_token"  # a valid token without access to the restricted repos
+GRANTED_TOKEN = "hf_replica_granted_token"
+SMALL = {k: FILES[k] for k in sorted(FILES)[:6]}
+TRY_SNAPSHOT = """
+from huggingface_hub import snapshot_download
+try:
+    path = snapshot_download(REPO)
+    emit({"files": tree_hashes(path)})
+except Exception as exc:
+    emit({"error": type(exc).__name__})
+"""
+
+
+def test_gated_and_private_repos_only_for_clients_the_hub_accepts(tmp_path: Path):
+    repos = [
+        make_repo("org/gated", SMALL, gated=True, granted=[GRANTED_TOKEN]),
+        make_repo("org/private", SMALL, private=True, granted=[GRANTED_TOKEN]),
+    ]
+    with HubReplica(repos, users={USER_TOKEN: "alice"}) as hub:
+        with MirrorServer(tmp_path / "root", hub.hub_url) as mirror:  # the mirror has no token itself
+
+            def run(repo_id: str, token: str | None, name: str) -> dict:
+                code = TRY_SNAPSHOT.replace("REPO", repr(repo_id))
+                env = {"HF_TOKEN": token} if token else {}
+                return finish_client(
+                    start_client(code, endpoint=mirror.url, hf_home=tmp_path / name, env=env)
+                )
+
+            for repo_id in ("org/gated", "org/private"):
+                assert run(repo_id, GRANTED_TOKEN, f"{repo_id}-granted") == {"files": hashes(SMALL)}
+                checks = hub.counters.resolves(repo_id=repo_id)
+                # Now cached: still only for clients the hub accepts for this repo.
+                wanted = "GatedRepoError" if repo_id == "org/gated" else "RepositoryNotFoundError"
+                assert run(repo_id, None, f"{repo_id}-anonymous") == {"error": wanted}
+                assert run(repo_id, USER_TOKEN, f"{repo_id}-other") == {"error": wanted}
+                assert run(repo_id, GRANTED_TOKEN, f"{repo_id}-again") == {"files": hashes(SMALL)}
+                # One upstream check per token (cached briefly), the granted token's answer reused.
+                assert hub.counters.resolves(repo_id=repo_id) <= checks + 1
+                assert hub.counters.bytes_sent[BRIDGE] <= 2 * lfs_bytes(hub, "org/gated")

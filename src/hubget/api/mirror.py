@@ -9,11 +9,13 @@ a mirror of it, or another `hubget serve`). Implements ``hubget.server.upstream.
 Upstream calls: a branch or tag is asked again once ``revision_ttl`` is over (a commit never is); a
 commit is listed once, ever; a blob is located once (one resolver call) and fetched once, whatever
 the number of clients (single flight). When upstream is unreachable or failing, a branch keeps its
-last known commit (logged), so what is cached keeps being served.
+last known commit (logged), so what is cached keeps being served. A gated or private repo is served
+only to clients whose own token upstream accepts for it (``mirror_access``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import re
@@ -23,9 +25,10 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from pathlib import Path
 
+from hubget.api.mirror_access import GATED, PRIVATE, PUBLIC, AccessChecks, access_of
 from hubget.api.mirror_fill import UpstreamFill, resumable
 from hubget.api.mirror_meta import MirrorMeta, StoredFile, Tree
-from hubget.errors import NetworkError, UnsafePathError
+from hubget.errors import AuthError, NetworkError, RepoNotFoundError, UnsafePathError
 from hubget.layouts.fsutil import atomic_write_text
 from hubget.layouts.hf_cache import HfCacheLayout
 from hubget.models import RemoteFile, RepoRef, RepoType, Snapshot
@@ -75,6 +78,7 @@ class Mirror:
         self._disowned: dict[Path, float] = {}
         self._unreachable_until = 0.0  # monotonic
         self._snapshots: OrderedDict[tuple[str, str, str], Snapshot] = OrderedDict()
+        self.access = AccessChecks(self.endpoint, self.source.client)
 
     def _key(self, key: Hashable) -> threading.Lock:
         """One lock per upstream question, so that clients asking at once cause one call."""
@@ -82,16 +86,23 @@ class Mirror:
             return self._keys.setdefault(key, threading.Lock())
 
     # -- metadata -------------------------------------------------------------------------------
-    def snapshot(self, repo_type: RepoType, repo_id: str, revision: str) -> Snapshot:
+    def snapshot(
+        self, repo_type: RepoType, repo_id: str, revision: str, token: str | None = None
+    ) -> Snapshot:
         ref = RepoRef(repo_id, repo_type, revision)
-        commit = revision if _COMMIT.match(revision) else self._commit(ref)
+        if not _COMMIT.match(revision):
+            commit = self._commit(ref, token)
+        else:
+            commit = revision
+            if self.meta.access(repo_type, repo_id) is None:
+                self._info(ref, token)  # whether the repo is gated or private must be known
         key = (repo_type, repo_id, commit)
         with self._lock:
             snap = self._snapshots.get(key)
             if snap is not None:
                 self._snapshots.move_to_end(key)
                 return snap
-        tree = self._tree(ref, commit)
+        tree = self._tree(ref, commit, token)
         at_commit = RepoRef(repo_id, repo_type, commit)
         files = [self._remote(at_commit, commit, f) for f in tree.files]
         snap = Snapshot(at_commit, commit, files, self.source.name, self.endpoint)
@@ -101,7 +112,21 @@ class Mirror:
                 self._snapshots.popitem(last=False)
         return snap
 
-    def _commit(self, ref: RepoRef) -> str:
+    def _info(self, ref: RepoRef, token: str | None) -> str:
+        """Ask upstream for ``ref``'s commit (and whether the repo is gated or private); with the
+        client's token when the mirror's own cannot see the repo."""
+        try:
+            commit, info = self.source.resolve_info(ref)
+            access = access_of(info)
+        except (RepoNotFoundError, AuthError):
+            if not token:
+                raise
+            commit, info = self.access.source_for(token).resolve_info(ref)
+            access = GATED if access_of(info) == GATED else PRIVATE  # hidden from the mirror itself
+        self.meta.set_access(ref.repo_type, ref.repo_id, access)
+        return commit
+
+    def _commit(self, ref: RepoRef, token: str | None = None) -> str:
         assert ref.revision is not None
         args = (ref.repo_type, ref.repo_id, ref.revision)
         known = self.meta.revision(*args)
@@ -112,7 +137,7 @@ class Mirror:
             if known is not None and self._fresh(known[1]):
                 return known[0]  # another client asked just now
             try:
-                commit, _ = self.source.resolve_commit(ref)
+                commit = self._info(ref, token)
             except NetworkError as exc:
                 if known is None:
                     raise
@@ -142,7 +167,7 @@ class Mirror:
         except (OSError, UnsafePathError) as exc:
             log.warning("mirror: cannot record %s@%s: %s", ref.repo_id, ref.revision, exc)
 
-    def _tree(self, ref: RepoRef, commit: str) -> Tree:
+    def _tree(self, ref: RepoRef, commit: str, token: str | None) -> Tree:
         args = (ref.repo_type, ref.repo_id, commit)
         tree = self.meta.tree(*args)
         if tree is not None:
@@ -150,7 +175,12 @@ class Mirror:
         with self._key(("tree", *args)):
             tree = self.meta.tree(*args)
             if tree is None:
-                listed = self.source.list_tree(ref, commit)
+                try:
+                    listed = self.source.list_tree(ref, commit)
+                except (RepoNotFoundError, AuthError):
+                    if not token:
+                        raise
+                    listed = self.access.source_for(token).list_tree(ref, commit)
                 stored = [StoredFile(f.path, f.size, f.sha256, f.git_sha1) for f in listed]
                 tree = self.meta.set_tree(*args, sorted(stored, key=lambda f: f.path))
             return tree
@@ -167,6 +197,15 @@ class Mirror:
             rate_bucket=RESOLVE_BUCKET,
         )
 
+    def authorize(
+        self, repo_type: RepoType, repo_id: str, commit: str, token: str | None, *, files: bool
+    ) -> None:
+        """Raise unless the client's ``token`` may read this repo (its ``files``, or anything)."""
+        access = self.meta.access(repo_type, repo_id) or PRIVATE
+        if access == PUBLIC or (access == GATED and not files):
+            return  # (the hub lists a gated repo's files to anyone, and gates their bytes)
+        self.access.check(self.snapshot(repo_type, repo_id, commit, token), access, token)
+
     def known_revisions(self, repo_type: RepoType, repo_id: str) -> dict[str, str]:
         return self.meta.revisions(repo_type, repo_id)
 
@@ -182,9 +221,14 @@ class Mirror:
         layout = self._layout(snapshot)
         return layout.blob(file) if layout.is_complete(snapshot, file) else None
 
-    def fill(self, snapshot: Snapshot, file: RemoteFile) -> UpstreamFill:
-        """The fill of ``file``'s blob under way (joined), or a new one."""
+    def fill(self, snapshot: Snapshot, file: RemoteFile, token: str | None = None) -> UpstreamFill:
+        """The fill of ``file``'s blob under way (joined), or a new one. A gated or private repo's
+        blob is fetched with the token of the (authorized) client that asked first."""
         layout = self._layout(snapshot)
+        source = self.source
+        if token and self.meta.access(snapshot.ref.repo_type, snapshot.ref.repo_id) != PUBLIC:
+            source = self.access.source_for(token)
+            file = dataclasses.replace(file, headers={"Authorization": f"Bearer {token}"})
         blob = layout.blob(file)
         with self._lock:
             current = self._fills.get(blob)
@@ -205,7 +249,7 @@ class Mirror:
                 snapshot,
                 file,
                 layout,
-                source=self.source,
+                source=source,
                 client=self.fill_client,
                 connections=self.connections,
                 lineage=self.lineage,

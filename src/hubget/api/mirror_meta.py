@@ -1,6 +1,7 @@
 """What a mirror learnt from its upstream hub, on disk so that a restart keeps it:
 
     {meta}/{models--org--name}/revisions.json       {"main": {"commit": "<40 hex>", "checked": <time>}}
+    {meta}/{models--org--name}/repo.json            {"access": "public" | "gated" | "private"}
     {meta}/{models--org--name}/trees/{commit}.json  {"seen": <time>, "files": [{path, size, sha256, ...}]}
 
 A branch or tag is asked upstream again once ``checked`` is older than the mirror's TTL; a commit's
@@ -25,6 +26,7 @@ from hubget.paths import safe_relpath
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _HASH = re.compile(r"^[0-9a-f]{40}$|^[0-9a-f]{64}$")
+ACCESS_KINDS = ("public", "gated", "private")
 KEPT_TREES = 64  # listings kept in memory besides on disk
 
 
@@ -48,6 +50,7 @@ class MirrorMeta:
         self._lock = threading.Lock()
         self._revisions: dict[str, dict[str, dict[str, Any]]] = {}
         self._trees: OrderedDict[tuple[str, str], Tree] = OrderedDict()
+        self._access: dict[str, str | None] = {}
 
     def _repo_dir(self, repo_type: str, repo_id: str) -> Path:
         return self.folder / repo_folder_name(repo_id, repo_type)
@@ -88,6 +91,31 @@ class MirrorMeta:
             known[revision] = {"commit": commit, "checked": time.time()}
             text = json.dumps(known, indent=1, sort_keys=True)
         atomic_write_text(self._repo_dir(repo_type, repo_id) / "revisions.json", text)
+
+    # -- who may read the repo ------------------------------------------------------------------
+    def access(self, repo_type: str, repo_id: str) -> str | None:
+        """ "public", "gated" or "private" (as upstream last described the repo), None if never told."""
+        key = f"{repo_type}/{repo_id}"
+        with self._lock:
+            if key in self._access:
+                return self._access[key]
+        try:
+            raw = json.loads((self._repo_dir(repo_type, repo_id) / "repo.json").read_text())
+            value = raw.get("access") if raw.get("access") in ACCESS_KINDS else None
+        except (OSError, ValueError, AttributeError):
+            value = None
+        with self._lock:
+            self._access[key] = value
+        return value
+
+    def set_access(self, repo_type: str, repo_id: str, access: str) -> None:
+        assert access in ACCESS_KINDS
+        if self.access(repo_type, repo_id) == access:
+            return
+        payload = json.dumps({"access": access})
+        atomic_write_text(self._repo_dir(repo_type, repo_id) / "repo.json", payload)
+        with self._lock:
+            self._access[f"{repo_type}/{repo_id}"] = access
 
     # -- listings -------------------------------------------------------------------------------
     def tree(self, repo_type: str, repo_id: str, commit: str) -> Tree | None:

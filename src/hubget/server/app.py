@@ -8,8 +8,6 @@ is a middleware in front of all of them.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hmac
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterable
@@ -18,12 +16,22 @@ from pathlib import Path
 from aiohttp import web
 
 from hubget.server import git_routes, hf_routes, ms_routes
+from hubget.server.auth import request_token, token_allowed
 from hubget.server.connections import GuardedAppRunner, ServerLimits
 from hubget.server.keys import PAGE_SIZE_KEY, STORE_KEY, TOKENS_KEY
 from hubget.server.store import Store
 from hubget.server.upstream import Upstream
 
-__all__ = ["PAGE_SIZE_KEY", "STORE_KEY", "TOKENS_KEY", "create_app", "runner_for", "serve_forever"]
+__all__ = [
+    "PAGE_SIZE_KEY",
+    "STORE_KEY",
+    "TOKENS_KEY",
+    "create_app",
+    "request_token",
+    "runner_for",
+    "serve_forever",
+    "token_allowed",
+]
 DEFAULT_PAGE_SIZE = 1000
 
 # Limits against abusive clients: header sizes and request bodies (time limits and the connection cap
@@ -41,31 +49,6 @@ def read_token_file(path: Path) -> frozenset[str]:
     """One token per line; blank lines and lines starting with # are ignored."""
     lines = (line.strip() for line in path.read_text().splitlines())
     return frozenset(line for line in lines if line and not line.startswith("#"))
-
-
-def request_token(request: web.Request) -> str | None:
-    """The token a client presents: ``Bearer``, the password of ``Basic`` (git), or ModelScope's cookie."""
-    auth = request.headers.get("Authorization", "")
-    scheme, _, value = auth.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    if scheme.lower() == "basic" and value.strip():
-        try:
-            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-        except (ValueError, UnicodeDecodeError):
-            return None
-        return decoded.partition(":")[2] or None
-    return request.cookies.get("m_session_id") or None
-
-
-def token_allowed(token: str | None, tokens: Iterable[str]) -> bool:
-    if token is None:
-        return False
-    ok = False
-    for candidate in tokens:
-        # Compare with every token in constant time so timing does not reveal a prefix.
-        ok |= hmac.compare_digest(token.encode(), candidate.encode())
-    return ok
 
 
 @web.middleware

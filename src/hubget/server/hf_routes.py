@@ -29,6 +29,7 @@ from hubget.errors import (
 )
 from hubget.models import RepoType
 from hubget.paths import safe_relpath
+from hubget.server.auth import upstream_token
 from hubget.server.keys import PAGE_SIZE_KEY, STORE_KEY
 from hubget.server.repo import Entry, Repo
 from hubget.server.sender import send_body
@@ -162,7 +163,7 @@ async def find_and_resolve(
     request: web.Request, repo_type: RepoType, revision: str | None
 ) -> tuple[Repo, str]:
     store: Store = request.app[STORE_KEY]
-    repo = await blocking(request, store.find, repo_type, repo_id_of(request))
+    repo = await blocking(request, store.find_for, repo_type, repo_id_of(request), upstream_token(request))
     commit = await blocking(request, repo.resolve, revision)
     return repo, commit
 
@@ -271,7 +272,7 @@ async def paths_info(request: web.Request) -> web.StreamResponse:
 async def list_refs(request: web.Request) -> web.StreamResponse:
     repo_type = KINDS[request.match_info["kind"]]
     store: Store = request.app[STORE_KEY]
-    repo = await blocking(request, store.find, repo_type, repo_id_of(request))
+    repo = await blocking(request, store.find_for, repo_type, repo_id_of(request), upstream_token(request))
     refs = await blocking(request, repo.refs)
     branches = [
         {"name": r.name, "ref": f"refs/heads/{r.name}", "targetCommit": r.commit}

@@ -4,10 +4,12 @@
 Entries are the upstream listing of the commit, so the routes answer as for any repo: trees without
 ``xetHash``, no ``X-Xet-*`` headers, pagination links to this server, file bodies sent by this server
 (from the verified blob, or streamed from the fill while it arrives), never a redirect upstream.
+A gated or private repo is served only to a client whose own upstream token (``bound``) is accepted.
 """
 
 from __future__ import annotations
 
+import copy
 import re
 import threading
 from collections import OrderedDict
@@ -38,10 +40,19 @@ class MirrorRepo(Repo):
         self.repo_id = repo_id
         self.root = root
         self.git_dir = None
+        self.token: str | None = None  # the client's own upstream token (see ``bound``)
         self._lock = threading.Lock()
         # commit -> (snapshot, its entries, its files by path); the same list object each time, so the
         # EntryIndex of the base class stays valid.
         self._commits: OrderedDict[str, tuple[Snapshot, list[Entry], dict[str, RemoteFile]]] = OrderedDict()
+
+    def bound(self, token: str | None) -> MirrorRepo:
+        """This repo as seen by a client presenting ``token`` (the caches are shared)."""
+        if token == self.token:
+            return self
+        view = copy.copy(self)
+        view.token = token
+        return view
 
     def _remember(self, snap: Snapshot) -> tuple[Snapshot, list[Entry], dict[str, RemoteFile]]:
         with self._lock:
@@ -60,18 +71,28 @@ class MirrorRepo(Repo):
             known = self._commits.get(commit)
         if known is not None:
             return known
-        return self._remember(self.upstream.snapshot(self.repo_type, self.repo_id, commit))
+        return self._remember(self.upstream.snapshot(self.repo_type, self.repo_id, commit, self.token))
 
     def resolve(self, revision: str | None = None) -> str:
+        """The commit, once the client may see the repo (every route resolves first)."""
         revision = check_revision(revision or self.default_branch)
-        return self._remember(self.upstream.snapshot(self.repo_type, self.repo_id, revision))[0].commit
+        snap = self._remember(self.upstream.snapshot(self.repo_type, self.repo_id, revision, self.token))[0]
+        self.upstream.authorize(self.repo_type, self.repo_id, snap.commit, self.token, files=False)
+        return snap.commit
 
     def list_files(self, commit: str) -> list[Entry]:
         return self._commit(commit)[1]
 
     def refs(self) -> list[Ref]:
+        known = self.upstream.known_revisions(self.repo_type, self.repo_id)
+        if not known:
+            self.resolve()  # (asks upstream, and whether the client may see the repo)
+            known = self.upstream.known_revisions(self.repo_type, self.repo_id)
+        else:
+            commit = next(iter(known.values()))
+            self.upstream.authorize(self.repo_type, self.repo_id, commit, self.token, files=False)
         out = []
-        for name, commit in sorted(self.upstream.known_revisions(self.repo_type, self.repo_id).items()):
+        for name, commit in sorted(known.items()):
             if not _SHA1.match(name):
                 out.append(Ref(name, "branch", commit, self.commit_date(commit)))
         return out
@@ -84,11 +105,12 @@ class MirrorRepo(Repo):
         file = by_path.get(entry.path)
         if file is None:
             raise EntryNotFoundError(f"{entry.path} not found in {self.repo_id} at {commit}")
+        self.upstream.authorize(self.repo_type, self.repo_id, commit, self.token, files=True)
         whole_only = self.upstream.whole_only(snap, file)
         blob = self.upstream.blob(snap, file)
         if blob is not None:
             return Body(size=entry.size, path=blob, whole_only=whole_only)
-        upstream = self.upstream
+        upstream, token = self.upstream, self.token
         return Body(
-            size=entry.size, growing=Growing(lambda: upstream.fill(snap, file)), whole_only=whole_only
+            size=entry.size, growing=Growing(lambda: upstream.fill(snap, file, token)), whole_only=whole_only
         )

@@ -70,8 +70,11 @@ class Store:
         self._repos: dict[Path, Repo] = {}
         self._lock = threading.Lock()
 
-    def find(self, repo_type: RepoType, repo_id: str, *, upstream: bool = True) -> Repo:
-        """The repo, or RepoNotFoundError. ``upstream=False``: only repos on this machine."""
+    def find(
+        self, repo_type: RepoType, repo_id: str, *, upstream: bool = True, token: str | None = None
+    ) -> Repo:
+        """The repo, or RepoNotFoundError. ``upstream=False``: only repos on this machine; ``token``:
+        the client's own token for the upstream hub (gated and private repos need it)."""
         if repo_type not in TYPE_DIRS:
             raise RepoNotFoundError(f"unknown repo type {repo_type!r}")
         parts = split_repo_id(repo_id)
@@ -83,8 +86,12 @@ class Store:
             if (folder / "snapshots").is_dir() and self._inside(folder, self.hf_cache):
                 return self._repo_for(folder, repo_type, repo_id, hf_cache=True)
         if self.upstream is not None and upstream:
-            return self._mirror_for(repo_type, repo_id)
+            return self._mirror_for(repo_type, repo_id).bound(token)
         raise RepoNotFoundError(f"repository {repo_id!r} ({repo_type}) not found")
+
+    def find_for(self, repo_type: RepoType, repo_id: str, token: str | None) -> Repo:
+        """``find`` for a client presenting ``token`` (positional, for executors)."""
+        return self.find(repo_type, repo_id, token=token)
 
     def list_repos(self) -> list[tuple[RepoType, str]]:
         """Every repo that ``find`` would serve (for listings and logs)."""
@@ -154,7 +161,7 @@ class Store:
                 self._repos[key] = repo
             return repo
 
-    def _mirror_for(self, repo_type: RepoType, repo_id: str) -> Repo:
+    def _mirror_for(self, repo_type: RepoType, repo_id: str) -> MirrorRepo:
         assert self.upstream is not None
         with self._lock:
             repo = self._mirrored.get((repo_type, repo_id))

@@ -53,9 +53,19 @@ class Upstream(Protocol):
 
     endpoint: str
 
-    def snapshot(self, repo_type: RepoType, repo_id: str, revision: str) -> Snapshot:
+    def snapshot(
+        self, repo_type: RepoType, repo_id: str, revision: str, token: str | None = None
+    ) -> Snapshot:
         """The commit ``revision`` names (a branch or tag is asked upstream again once its TTL is
-        over; when upstream fails, the last known commit) and every file of it."""
+        over; when upstream fails, the last known commit) and every file of it. ``token``: the
+        client's own upstream token, used when the mirror's cannot see the repo."""
+        ...
+
+    def authorize(
+        self, repo_type: RepoType, repo_id: str, commit: str, token: str | None, *, files: bool
+    ) -> None:
+        """Raise (GatedRepoError, AuthError, RepoNotFoundError) unless a client with ``token`` may
+        read the repo (``files``: its files' bytes, else its listings). Public repos: no check."""
         ...
 
     def known_revisions(self, repo_type: RepoType, repo_id: str) -> dict[str, str]:
@@ -68,7 +78,7 @@ class Upstream(Protocol):
         """The verified file in the store, or None."""
         ...
 
-    def fill(self, snapshot: Snapshot, file: RemoteFile) -> BlobFill: ...
+    def fill(self, snapshot: Snapshot, file: RemoteFile, token: str | None = None) -> BlobFill: ...
 
     def whole_only(self, snapshot: Snapshot, file: RemoteFile) -> bool:
         """True for a while after bytes of this blob were disowned: Range requests then get the whole

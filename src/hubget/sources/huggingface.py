@@ -110,6 +110,12 @@ class HfSource:
     # -- protocol ----------------------------------------------------------------------------
     def resolve_commit(self, ref: RepoRef) -> tuple[str, list[str]]:
         """The commit sha of ``ref.revision`` and the sibling names the repo-info call lists."""
+        sha, info = self.resolve_info(ref)
+        siblings = [s.get("rfilename") for s in info.get("siblings") or [] if isinstance(s, dict)]
+        return sha, [s for s in siblings if isinstance(s, str)]
+
+    def resolve_info(self, ref: RepoRef) -> tuple[str, dict[str, Any]]:
+        """The commit sha of ``ref.revision`` and the whole repo-info answer (``private``, ``gated``...)."""
         revision = ref.revision or "main"
         url = f"{self._api(ref)}/revision/{quote(revision, safe='')}"
         info, _ = self._get_json(url, ref, "repo")
@@ -118,8 +124,7 @@ class HfSource:
         sha = info.get("sha")
         if not isinstance(sha, str) or not _COMMIT.match(sha):
             raise ProtocolError(f"{self.endpoint}: repo info for {ref.repo_id} has no commit sha")
-        siblings = [s.get("rfilename") for s in info.get("siblings") or [] if isinstance(s, dict)]
-        return sha, [s for s in siblings if isinstance(s, str)]
+        return sha, info
 
     def list_tree(self, ref: RepoRef, commit: str) -> list[RemoteFile]:
         url: str | None = f"{self._api(ref)}/tree/{commit}?recursive=true&expand=false"
