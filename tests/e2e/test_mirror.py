@@ -416,3 +416,46 @@ def test_gated_and_private_repos_only_for_clients_the_hub_accepts(tmp_path: Path
                 # One upstream check per token (cached briefly), the granted token's answer reused.
                 assert hub.counters.resolves(repo_id=repo_id) <= checks + 1
                 assert hub.counters.bytes_sent[BRIDGE] <= 2 * lfs_bytes(hub, "org/gated")
+
+
+def metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{name} not in\n{text}")
+
+
+def test_max_size_evicts_the_least_recently_used_blob_and_metrics_tell(tmp_path: Path):
+    files = {"config.json": b"{}\n", **{f"w{i}.safetensors": os.urandom(4 * MiB + i) for i in range(3)}}
+    with HubReplica([make_repo("org/w", files)]) as hub:
+        root = tmp_path / "root"
+        with MirrorServer(root, hub.hub_url, "--max-size", "9MiB") as mirror:
+
+            def get(path: str) -> bytes:
+                with urllib.request.urlopen(f"{mirror.url}/org/w/resolve/main/{path}") as resp:
+                    return resp.read()
+
+            blobs = root / ".hubget-mirror" / "hub" / "models--org--w" / "blobs"
+            names = {p: hashlib.sha256(d).hexdigest() for p, d in files.items()}
+            assert get("w0.safetensors") == files["w0.safetensors"]
+            assert get("w1.safetensors") == files["w1.safetensors"]
+            assert get("w0.safetensors") == files["w0.safetensors"]  # w0 is now the most recent
+            assert get("w2.safetensors") == files["w2.safetensors"]  # over 9 MiB: w1 goes
+            kept = {p.name for p in blobs.iterdir()}
+            assert names["w1.safetensors"] not in kept
+            assert {names["w0.safetensors"], names["w2.safetensors"]} <= kept
+            commit = hub.repos[("model", "org/w")].commit
+            snapshot = blobs.parent / "snapshots" / commit
+            assert not (snapshot / "w1.safetensors").is_symlink()  # its link went with it
+            assert get("w1.safetensors") == files["w1.safetensors"]  # fetched again
+            assert hub.counters.resolves("w1.safetensors") == 2
+            with urllib.request.urlopen(f"{mirror.url}/metrics") as resp:
+                assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+                text = resp.read().decode()
+            assert metric(text, "hubget_mirror_evictions_total") == 2
+            assert metric(text, "hubget_mirror_store_bytes") <= 9 * MiB
+            assert metric(text, 'hubget_mirror_fills_total{result="done"}') == 4
+            assert metric(text, 'hubget_mirror_upstream_calls_total{kind="locate"}') == 4
+            assert metric(text, 'hubget_mirror_upstream_calls_total{kind="revision"}') == 1
+            assert metric(text, 'hubget_mirror_blob_requests_total{from="store"}') >= 1
+            assert metric(text, "hubget_mirror_upstream_bytes_total") == hub.counters.bytes_sent[BRIDGE]

@@ -21,11 +21,12 @@ import math
 import re
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Hashable
 from pathlib import Path
 
 from hubget.api.mirror_access import GATED, PRIVATE, PUBLIC, AccessChecks, access_of
+from hubget.api.mirror_budget import BlobBudget
 from hubget.api.mirror_fill import UpstreamFill, resumable
 from hubget.api.mirror_meta import MirrorMeta, StoredFile, Tree
 from hubget.errors import AuthError, NetworkError, RepoNotFoundError, UnsafePathError
@@ -57,6 +58,7 @@ class Mirror:
         token: str | None = None,
         revision_ttl: float = DEFAULT_REVISION_TTL,
         connections: int = 8,
+        max_size: int | None = None,
         meta_client: HttpClient | None = None,
         fill_client: HttpClient | None = None,
     ) -> None:
@@ -79,6 +81,12 @@ class Mirror:
         self._unreachable_until = 0.0  # monotonic
         self._snapshots: OrderedDict[tuple[str, str, str], Snapshot] = OrderedDict()
         self.access = AccessChecks(self.endpoint, self.source.client)
+        self.budget = BlobBudget(self.cache_dir, max_size) if max_size else None
+        self.counts: Counter[str] = Counter()  # what /metrics shows (see ``metrics``)
+
+    def _count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self.counts[name] += n
 
     def _key(self, key: Hashable) -> threading.Lock:
         """One lock per upstream question, so that clients asking at once cause one call."""
@@ -115,6 +123,7 @@ class Mirror:
     def _info(self, ref: RepoRef, token: str | None) -> str:
         """Ask upstream for ``ref``'s commit (and whether the repo is gated or private); with the
         client's token when the mirror's own cannot see the repo."""
+        self._count("upstream_revision")
         try:
             commit, info = self.source.resolve_info(ref)
             access = access_of(info)
@@ -142,6 +151,7 @@ class Mirror:
                 if known is None:
                     raise
                 self._unreachable_until = time.monotonic() + UNREACHABLE_PAUSE
+                self._count("revision_fallbacks")
                 log.warning(
                     "mirror: upstream %s failed (%s); serving %s@%s at its last known commit %s",
                     self.endpoint,
@@ -175,6 +185,7 @@ class Mirror:
         with self._key(("tree", *args)):
             tree = self.meta.tree(*args)
             if tree is None:
+                self._count("upstream_tree")
                 try:
                     listed = self.source.list_tree(ref, commit)
                 except (RepoNotFoundError, AuthError):
@@ -219,7 +230,14 @@ class Mirror:
 
     def blob(self, snapshot: Snapshot, file: RemoteFile) -> Path | None:
         layout = self._layout(snapshot)
-        return layout.blob(file) if layout.is_complete(snapshot, file) else None
+        if not layout.is_complete(snapshot, file):
+            self._count("store_misses")
+            return None
+        self._count("store_hits")
+        blob = layout.blob(file)
+        if self.budget is not None:
+            self.budget.used(blob)
+        return blob
 
     def fill(self, snapshot: Snapshot, file: RemoteFile, token: str | None = None) -> UpstreamFill:
         """The fill of ``file``'s blob under way (joined), or a new one. A gated or private repo's
@@ -254,9 +272,118 @@ class Mirror:
                 connections=self.connections,
                 lineage=self.lineage,
                 disown=self.disown,
+                finished=self._fill_finished,
             )
             self._fills[blob] = fill
         return fill.start()
+
+    def _fill_finished(self, fill: UpstreamFill) -> None:
+        with self._lock:
+            self.counts["fills_done" if fill.error is None else "fills_failed"] += 1
+            self.counts["upstream_locate"] += fill.locates
+            self.counts["upstream_bytes"] += fill.bytes_fetched
+            self.counts["direct_reads"] += fill.direct_reads
+            busy = {f.blob for f in self._fills.values() if f.state in ("waiting", "running")}
+        if fill.error is None and self.budget is not None:
+            self.budget.added(fill.blob, busy)
+
+    def metrics(self) -> list[tuple[str, str, str, dict[str, str], float]]:
+        """(name, type, help, labels, value) of what the mirror did since it started."""
+        c = self.counts
+        with self._lock:
+            active = sum(1 for f in self._fills.values() if f.state in ("waiting", "running"))
+        out: list[tuple[str, str, str, dict[str, str], float]] = []
+        calls = "Calls to the upstream hub."
+        for kind in ("revision", "tree", "locate"):
+            out.append(
+                (
+                    "hubget_mirror_upstream_calls_total",
+                    "counter",
+                    calls,
+                    {"kind": kind},
+                    c[f"upstream_{kind}"],
+                )
+            )
+        out.append(
+            ("hubget_mirror_upstream_calls_total", "counter", calls, {"kind": "access"}, self.access.checks)
+        )
+        out += [
+            (
+                "hubget_mirror_upstream_bytes_total",
+                "counter",
+                "Blob bytes fetched by fills.",
+                {},
+                c["upstream_bytes"],
+            ),
+            (
+                "hubget_mirror_direct_reads_total",
+                "counter",
+                "Ranges fetched for a client directly.",
+                {},
+                c["direct_reads"],
+            ),
+            (
+                "hubget_mirror_fills_total",
+                "counter",
+                "Blob fills by outcome.",
+                {"result": "done"},
+                c["fills_done"],
+            ),
+            (
+                "hubget_mirror_fills_total",
+                "counter",
+                "Blob fills by outcome.",
+                {"result": "failed"},
+                c["fills_failed"],
+            ),
+            ("hubget_mirror_fills_active", "gauge", "Blob fills under way.", {}, active),
+            (
+                "hubget_mirror_blob_requests_total",
+                "counter",
+                "Blob answers by where the blob was.",
+                {"from": "store"},
+                c["store_hits"],
+            ),
+            (
+                "hubget_mirror_blob_requests_total",
+                "counter",
+                "Blob answers by where the blob was.",
+                {"from": "upstream"},
+                c["store_misses"],
+            ),
+            (
+                "hubget_mirror_revision_fallbacks_total",
+                "counter",
+                "Branches served at their last known commit because upstream failed.",
+                {},
+                c["revision_fallbacks"],
+            ),
+        ]
+        if self.budget is not None:
+            out += [
+                (
+                    "hubget_mirror_store_bytes",
+                    "gauge",
+                    "Bytes of the blobs kept.",
+                    {},
+                    self.budget.used_bytes,
+                ),
+                (
+                    "hubget_mirror_store_max_bytes",
+                    "gauge",
+                    "The --max-size budget.",
+                    {},
+                    self.budget.max_bytes,
+                ),
+                (
+                    "hubget_mirror_evictions_total",
+                    "counter",
+                    "Blobs evicted to stay under --max-size.",
+                    {},
+                    self.budget.evicted,
+                ),
+            ]
+        return out
 
     def lineage(self, blob: Path) -> int:
         with self._lock:

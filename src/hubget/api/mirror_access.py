@@ -38,6 +38,8 @@ class AccessChecks:
         self._lock = threading.Lock()
         # (repo type, repo id, token hash) -> (when checked, the refusal or None)
         self._seen: dict[tuple[str, str, str], tuple[float, HubgetError | None]] = {}
+        self._asking: dict[tuple[str, str, str], threading.Lock] = {}
+        self.checks = 0  # asked upstream
 
     def source_for(self, token: str) -> HfSource:
         return HfSource(self.endpoint, token, client=self.client)
@@ -54,10 +56,16 @@ class AccessChecks:
                 "repo only to clients whose own token the hub accepts for it)"
             )
         key = (ref.repo_type, ref.repo_id, token_key(token))
-        now = time.monotonic()
+        with self._lock:
+            asking = self._asking.setdefault(key, threading.Lock())
+        with asking:  # one question upstream for all the client's requests at once
+            self._check(snapshot, access, token, key)
+
+    def _check(self, snapshot: Snapshot, access: str, token: str, key: tuple[str, str, str]) -> None:
+        ref = snapshot.ref
         with self._lock:
             seen = self._seen.get(key)
-        if seen is not None and now - seen[0] < ACCESS_TTL:
+        if seen is not None and time.monotonic() - seen[0] < ACCESS_TTL:
             if seen[1] is not None:
                 raise seen[1]
             return
@@ -65,6 +73,7 @@ class AccessChecks:
             raise RepoNotFoundError(f"repository {ref.repo_id!r} has no file to check access with")
         probe = min(snapshot.files, key=lambda f: (f.size or 0, f.path))
         refusal: HubgetError | None = None
+        self.checks += 1
         try:
             self.source_for(token).head(RepoRef(ref.repo_id, ref.repo_type, snapshot.commit), probe.path)
         except (AuthError, NotFoundError) as exc:
@@ -78,5 +87,6 @@ class AccessChecks:
             if len(self._seen) > 4096:  # forget the oldest answers
                 for old in sorted(self._seen, key=lambda k: self._seen[k][0])[:1024]:
                     del self._seen[old]
+                    self._asking.pop(old, None)
         if refusal is not None:
             raise refusal

@@ -10,6 +10,7 @@ byte ranges written and synced), so it is the same whether this process or a kil
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -74,6 +75,7 @@ class UpstreamFill:
         connections: int,
         lineage: Callable[[Path], int],
         disown: Callable[[Path], None],
+        finished: Callable[[UpstreamFill], None] = lambda fill: None,
     ) -> None:
         self.snapshot = snapshot
         self.file = file
@@ -83,6 +85,10 @@ class UpstreamFill:
         self.connections = connections
         self._lineage = lineage
         self._disown = disown
+        self._finished = finished
+        self.locates = 0  # resolver calls made (one, plus one per expired signed URL)
+        self.bytes_fetched = 0  # by the engine (resumed bytes not counted)
+        self.direct_reads = 0  # ranges fetched for a client straight from upstream
         self.size = file.size or 0
         self.blob = layout.blob(file)
         self.partial = partial_of(self.blob)
@@ -116,7 +122,7 @@ class UpstreamFill:
             snap = Snapshot(
                 self.snapshot.ref, self.snapshot.commit, [job_file], self.source.name, self.source.endpoint
             )
-            fetch_snapshot(
+            report = fetch_snapshot(
                 self.source,
                 snap.ref,
                 self.layout,
@@ -127,6 +133,7 @@ class UpstreamFill:
                 engine_options={"client": self.client, **FILL_ENGINE},
                 refresher=self._refresh,
             )
+            self.bytes_fetched = sum(f.bytes_fetched for f in report.files)
             log.info("mirror: %s verified in %.1f s", self.label, time.monotonic() - started)
             self._finish("done", None)
         except HubgetError as exc:
@@ -139,15 +146,24 @@ class UpstreamFill:
             self._finish("failed", HubgetError(f"{self.label}: {exc!r}"))
 
     def _finish(self, state: FillState, error: HubgetError | None) -> None:
+        if state == "done":
+            try:
+                self._finished(self)  # (eviction, counters) before clients see the end
+            except Exception:  # noqa: BLE001 - bookkeeping must not fail a verified fill
+                log.exception("mirror: after fetching %s", self.label)
         with self._lock:
             self.error = error
             self.ended = time.monotonic()
             self.state = state
+        if state != "done":
+            with contextlib.suppress(Exception):
+                self._finished(self)
 
     def _locate(self) -> tuple[str, dict[str, str]]:
         """One HEAD of the resolve URL: the URL the hub sends the bytes from (no credentials for a
         CDN on another origin), checked against the listing."""
         ref = self.snapshot.ref
+        self.locates += 1
         info, _, location = self.source.locate(ref, self.file.path, self.snapshot.commit)
         if info.etag != self.file.etag or (info.size is not None and info.size != self.file.size):
             raise ProtocolError(
@@ -209,6 +225,7 @@ class UpstreamFill:
             if resp.status == 206 and (resp.headers.get("Content-Range") or "").startswith(
                 f"bytes {start}-{end - 1}/"
             ):
+                self.direct_reads += 1
                 return resp
             resp.close()
             if resp.status not in (403, 410) or attempt:

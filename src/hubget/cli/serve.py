@@ -70,6 +70,10 @@ def serve(
         float,
         typer.Option(min=0.0, help="Seconds a branch or tag -> commit answer of upstream is reused."),
     ] = 300.0,
+    max_size: Annotated[
+        str | None,
+        typer.Option(help="Keep the mirror's blobs under this size (500G, 1.5T): least recently used go."),
+    ] = None,
     upstream_connections: Annotated[
         int, typer.Option(min=1, max=64, help="Connections to upstream per file being fetched.")
     ] = 8,
@@ -99,8 +103,13 @@ def serve(
         if not tokens:
             raise UsageError(f"--token-file {token_file} holds no token")
     upstream_token = None
-    if upstream is None and upstream_token_file is not None:
-        raise UsageError("--upstream-token-file needs --upstream")
+    if upstream is None and (upstream_token_file is not None or max_size is not None):
+        raise UsageError("--upstream-token-file and --max-size need --upstream")
+    max_bytes = None
+    if max_size is not None:
+        from hubget.api.mirror_budget import parse_size
+
+        max_bytes = parse_size(max_size)
     if upstream is not None:
         if not upstream.startswith(("http://", "https://")):
             raise UsageError(f"--upstream {upstream!r} is not an http(s) URL")
@@ -138,6 +147,7 @@ def serve(
                 token=upstream_token,
                 revision_ttl=revision_ttl,
                 connections=upstream_connections,
+                max_size=max_bytes,
             )
         app = create_app(root, hf_cache=hf_cache, tokens=tokens, page_size=page_size, upstream=mirror)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from hubget.server import git_routes, hf_routes, ms_routes
+from hubget.server import git_routes, hf_routes, metrics, ms_routes
 from hubget.server.auth import request_token, token_allowed
 from hubget.server.connections import GuardedAppRunner, ServerLimits
 from hubget.server.keys import PAGE_SIZE_KEY, STORE_KEY, TOKENS_KEY
@@ -94,6 +94,8 @@ def create_app(
         store.close()
 
     app.on_cleanup.append(close_store)
+    if upstream is not None:
+        metrics.setup(app)  # before the repo routes: "/metrics" is no repo
     for routes in (hf_routes, git_routes, ms_routes):  # registered in this order
         routes.setup(app, store)
     return app

@@ -24,6 +24,10 @@ class DirectRead(Protocol):
 
     def readinto(self, buf: bytearray | memoryview) -> int: ...
 
+    def metrics(self) -> list[tuple[str, str, str, dict[str, str], float]]:
+        """(name, type, help, labels, value) for /metrics (Prometheus text)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -83,6 +87,10 @@ class Upstream(Protocol):
     def whole_only(self, snapshot: Snapshot, file: RemoteFile) -> bool:
         """True for a while after bytes of this blob were disowned: Range requests then get the whole
         file (200), so no client splices bytes it got from the failed fill with good ones."""
+        ...
+
+    def metrics(self) -> list[tuple[str, str, str, dict[str, str], float]]:
+        """(name, type, help, labels, value) for /metrics (Prometheus text)."""
         ...
 
     def close(self) -> None: ...
