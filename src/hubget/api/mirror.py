@@ -283,7 +283,12 @@ class Mirror:
             self.counts["upstream_locate"] += fill.locates
             self.counts["upstream_bytes"] += fill.bytes_fetched
             self.counts["direct_reads"] += fill.direct_reads
-            busy = {f.blob for f in self._fills.values() if f.state in ("waiting", "running")}
+            busy = {
+                f.blob for f in self._fills.values() if f.state in ("waiting", "running") and f is not fill
+            }
+            if fill.error is None and self._fills.get(fill.blob) is fill:
+                del self._fills[fill.blob]  # the blob is in the store now (its clients hold the fill)
+                self._lineage.pop(fill.blob, None)  # verified: a later fill (after eviction) starts clean
         if fill.error is None and self.budget is not None:
             self.budget.added(fill.blob, busy)
 

@@ -10,7 +10,6 @@ byte ranges written and synced), so it is the same whether this process or a kil
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import threading
@@ -95,6 +94,7 @@ class UpstreamFill:
         self.state: FillState = "waiting"
         self.error: HubgetError | None = None
         self.ended = 0.0  # monotonic, once done or failed
+        self._end_lineage = 0
         self._lock = threading.Lock()
         self._location: tuple[str, dict[str, str]] | None = None  # where the bytes are, and its headers
         self._done: tuple[tuple[int, int], ...] = ()
@@ -112,6 +112,10 @@ class UpstreamFill:
     def _run(self) -> None:
         started = time.monotonic()
         try:
+            if self.layout.is_complete(self.snapshot, self.file):
+                self.layout.commit(self.snapshot, self.file)  # (the snapshot link, as a fill makes it)
+                self._finish("done", None)  # it arrived since the caller looked: no call upstream
+                return
             job_file = self.file
             if self.file.sha256:  # an LFS file: its bytes are behind the hub's redirect
                 url, headers = self._locate()
@@ -146,18 +150,15 @@ class UpstreamFill:
             self._finish("failed", HubgetError(f"{self.label}: {exc!r}"))
 
     def _finish(self, state: FillState, error: HubgetError | None) -> None:
-        if state == "done":
-            try:
-                self._finished(self)  # (eviction, counters) before clients see the end
-            except Exception:  # noqa: BLE001 - bookkeeping must not fail a verified fill
-                log.exception("mirror: after fetching %s", self.label)
         with self._lock:
+            self._end_lineage = self._lineage(self.blob)  # what its clients keep seeing
             self.error = error
             self.ended = time.monotonic()
             self.state = state
-        if state != "done":
-            with contextlib.suppress(Exception):
-                self._finished(self)
+        try:
+            self._finished(self)  # eviction, counters
+        except Exception:  # noqa: BLE001 - bookkeeping must not fail a fill
+            log.exception("mirror: after fetching %s", self.label)
 
     def _locate(self) -> tuple[str, dict[str, str]]:
         """One HEAD of the resolve URL: the URL the hub sends the bytes from (no credentials for a
@@ -189,10 +190,12 @@ class UpstreamFill:
 
     # -- what clients see -----------------------------------------------------------------------
     def progress(self) -> FillProgress:
-        lineage = self._lineage(self.blob)
         with self._lock:
             state, error = self.state, self.error
-        if state == "done" or state == "failed":
+        if state == "done":
+            return FillProgress(state, self._end_lineage)  # (the blob's lineage may start anew later)
+        lineage = self._lineage(self.blob)
+        if state == "failed":
             return FillProgress(state, lineage, error=error)
         now = time.monotonic()
         if now - self._done_read >= PROGRESS_EVERY:
