@@ -48,6 +48,7 @@ class MirrorMeta:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
         self._revisions: dict[str, dict[str, dict[str, Any]]] = {}
         self._trees: OrderedDict[tuple[str, str], Tree] = OrderedDict()
         self._access: dict[str, str | None] = {}
@@ -87,10 +88,11 @@ class MirrorMeta:
 
     def set_revision(self, repo_type: str, repo_id: str, revision: str, commit: str) -> None:
         known = self._load_revisions(repo_type, repo_id)
-        with self._lock:
-            known[revision] = {"commit": commit, "checked": time.time()}
-            text = json.dumps(known, indent=1, sort_keys=True)
-        atomic_write_text(self._repo_dir(repo_type, repo_id) / "revisions.json", text)
+        with self._write_lock:  # (writes in the order of the changes: the newest state lands last)
+            with self._lock:
+                known[revision] = {"commit": commit, "checked": time.time()}
+                text = json.dumps(known, indent=1, sort_keys=True)
+            atomic_write_text(self._repo_dir(repo_type, repo_id) / "revisions.json", text)
 
     # -- who may read the repo ------------------------------------------------------------------
     def access(self, repo_type: str, repo_id: str) -> str | None:
