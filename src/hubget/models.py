@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 RepoType = Literal["model", "dataset", "space"]
@@ -54,3 +55,22 @@ class Snapshot:
 
     def by_path(self) -> dict[str, RemoteFile]:
         return {f.path: f for f in self.files}
+
+
+FillState = Literal["waiting", "running", "done", "failed"]
+
+
+@dataclass(frozen=True)
+class FillProgress:
+    """Where a mirror's fill of one blob from upstream stands (``hubget serve --upstream``).
+
+    ``done`` lists the ``[start, end)`` ranges of ``partial`` that are written and synced (not yet
+    verified). ``lineage`` names the bytes on disk: it changes whenever bytes that were there are
+    disowned (the hash failed, the partial file was lost), so a client that got bytes of an older
+    lineage is never given the rest from a newer one. ``error`` is the HubgetError of a failed fill."""
+
+    state: FillState
+    lineage: int
+    done: tuple[tuple[int, int], ...] = ()
+    partial: Path | None = None
+    error: Exception | None = None

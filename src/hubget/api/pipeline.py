@@ -7,7 +7,7 @@ fetch it (one lock per blob against other processes) and commits every verified 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,8 @@ from hubget.sources.base import Source
 from hubget.transfer.jobs import FileJob, ProgressSink
 
 LOCK_WAIT_SECONDS = 6 * 3600  # another process downloading the same blob: wait for it
+# Gives a fresh (url, headers) for a file whose URL stopped working (see FileJob.refresh).
+Refresher = Callable[[RemoteFile], "tuple[str, dict[str, str]] | None"]
 
 
 @dataclass
@@ -80,7 +82,7 @@ def select_files(
     return list(filter_paths(files, allow_patterns, ignore_patterns, key=lambda f: f.path))
 
 
-def _job(layout: Layout, snapshot: Snapshot, file: RemoteFile) -> FileJob:
+def _job(layout: Layout, snapshot: Snapshot, file: RemoteFile, refresher: Refresher | None = None) -> FileJob:
     return FileJob(
         url=file.url,
         dest=layout.target(snapshot, file),
@@ -93,7 +95,7 @@ def _job(layout: Layout, snapshot: Snapshot, file: RemoteFile) -> FileJob:
         partial=_partial_path(layout, snapshot, file),
         # A hub's resolve URL redirects to a freshly signed CDN URL on every request: when a
         # signature expires mid-download (403/410 from the CDN), asking the hub again is the fix.
-        refresh=lambda job: (file.url, dict(file.headers)),
+        refresh=(lambda job: refresher(file)) if refresher else (lambda job: (file.url, dict(file.headers))),
         rate_bucket=file.rate_bucket,
     )
 
@@ -112,10 +114,12 @@ def fetch_snapshot(
     dry_run: bool = False,
     snapshot: Snapshot | None = None,
     engine_options: dict[str, Any] | None = None,
+    refresher: Refresher | None = None,
 ) -> FetchReport:
     """Resolve ``ref`` on ``source``, download what ``layout`` lacks, commit it, return a report.
 
-    ``engine_options`` go to the Engine (stall_timeout, split_threshold, ...)."""
+    ``engine_options`` go to the Engine (stall_timeout, split_threshold, ...). ``refresher`` gives a
+    file whose URL expired a fresh one (default: its own URL again, for a hub's resolve URL)."""
     from hubget.transfer.engine import Engine  # the engine pulls in threads and urllib3 pools
 
     snapshot = snapshot or source.resolve(ref)
@@ -155,7 +159,7 @@ def fetch_snapshot(
             held[lock_file] = lock
         ready.append(f)  # (files sharing a blob with one already locked ride along)
     try:
-        _download(engine, layout, snapshot, ready, statuses, xet)
+        _download(engine, layout, snapshot, ready, statuses, xet, refresher)
     finally:
         for lock in held.values():
             lock.release()
@@ -170,7 +174,7 @@ def fetch_snapshot(
             if layout.is_complete(snapshot, f):
                 layout.commit(snapshot, f)
             else:
-                _download(engine, layout, snapshot, [f], statuses, xet)
+                _download(engine, layout, snapshot, [f], statuses, xet, refresher)
         finally:
             lock.release()
 
@@ -186,6 +190,7 @@ def _download(
     files: list[RemoteFile],
     statuses: dict[str, FileStatus],
     xet: Any = None,
+    refresher: Refresher | None = None,
 ) -> None:
     if xet is not None and files:
         files = xet.download(layout, snapshot, files, statuses)  # what it could not, goes on below
@@ -195,7 +200,7 @@ def _download(
     unique: dict[Path, RemoteFile] = {}
     for f in files:
         unique.setdefault(layout.target(snapshot, f), f)
-    jobs = [_job(layout, snapshot, f) for f in unique.values()]
+    jobs = [_job(layout, snapshot, f, refresher) for f in unique.values()]
     try:
         results = engine.run(jobs)
     except BaseException:

@@ -77,6 +77,27 @@ def serve(
             "or the new one gets 503 when all are busy.",
         ),
     ] = 1024,
+    upstream: Annotated[
+        str | None,
+        typer.Option(
+            help="Pull-through mirror of this Hugging Face endpoint (huggingface.co, a mirror, another "
+            "hubget serve): repos not under ROOT are fetched from it once, into ROOT/.hubget-mirror.",
+        ),
+    ] = None,
+    upstream_token_file: Annotated[
+        Path | None, typer.Option(help="File holding the token the mirror sends upstream.")
+    ] = None,
+    revision_ttl: Annotated[
+        float,
+        typer.Option(min=0.0, help="Seconds a branch or tag -> commit answer of upstream is reused."),
+    ] = 300.0,
+    max_size: Annotated[
+        str | None,
+        typer.Option(help="Keep the mirror's blobs under this size (500G, 1.5T): least recently used go."),
+    ] = None,
+    upstream_connections: Annotated[
+        int, typer.Option(min=1, max=64, help="Connections to upstream per file being fetched.")
+    ] = 8,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every request on stderr.")] = False,
 ) -> None:
     """Serve model, dataset and space repos over the Hugging Face API (and git, ModelScope).
@@ -84,6 +105,8 @@ def serve(
     A repo folder is a git repository (branches, tags, commits; LFS objects from .git/lfs) or a plain
     folder (one revision, main). Point clients at it with HF_ENDPOINT=http://HOST:PORT.
     Prints "hubget serve: listening on http://HOST:PORT" once the port is open.
+    With --upstream, any other repo is served from that hub: fetched once (one call per file, however
+    many clients want it at once, each served the bytes as they arrive) and kept.
     """
     from hubget.server.app import create_app, read_token_file, serve_forever
     from hubget.server.connections import ServerLimits
@@ -96,6 +119,8 @@ def serve(
             raise UsageError(f"{root} is not a folder")
     if hf_cache is not None and store_url is not None:
         raise UsageError("--hf-cache serves a local cache; it does not combine with --store")
+    if upstream is not None and store_url is not None:
+        raise UsageError("--upstream fills a ROOT folder; a mirror on --store s3://... is not supported yet")
     if hf_cache is not None and not hf_cache.is_dir():
         raise UsageError(f"--hf-cache {hf_cache} is not a folder")
     tokens = None
@@ -106,6 +131,28 @@ def serve(
             raise UsageError(f"cannot read --token-file {token_file}: {exc.strerror}") from None
         if not tokens:
             raise UsageError(f"--token-file {token_file} holds no token")
+    upstream_token = None
+    if upstream is None and (upstream_token_file is not None or max_size is not None):
+        raise UsageError("--upstream-token-file and --max-size need --upstream")
+    max_bytes = None
+    if max_size is not None:
+        from hubget.api.mirror_budget import parse_size
+
+        max_bytes = parse_size(max_size)
+    if upstream is not None:
+        if not upstream.startswith(("http://", "https://")):
+            raise UsageError(f"--upstream {upstream!r} is not an http(s) URL")
+        if workers != 1:
+            raise UsageError("--upstream runs in one process: use --workers 1")
+        if upstream_token_file is not None:
+            try:
+                upstream_token = upstream_token_file.read_text().strip() or None
+            except OSError as exc:
+                raise UsageError(
+                    f"cannot read --upstream-token-file {upstream_token_file}: {exc.strerror}"
+                ) from None
+            if upstream_token is None:
+                raise UsageError(f"--upstream-token-file {upstream_token_file} holds no token")
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
     if verbose:
         logging.getLogger("aiohttp.access").setLevel(logging.INFO)
@@ -128,8 +175,25 @@ def serve(
             repos = S3Store(
                 store_url, endpoint=s3_endpoint, presign_endpoint=presign_endpoint, presign_ttl=presign_ttl
             )
+        mirror = None
+        if upstream is not None:
+            from hubget.api.mirror import Mirror
+
+            mirror = Mirror(
+                root or Path("."),
+                upstream,
+                token=upstream_token,
+                revision_ttl=revision_ttl,
+                connections=upstream_connections,
+                max_size=max_bytes,
+            )
         app = create_app(
-            root or Path("."), hf_cache=hf_cache, tokens=tokens, page_size=page_size, store=repos
+            root or Path("."),
+            hf_cache=hf_cache,
+            tokens=tokens,
+            page_size=page_size,
+            store=repos,
+            upstream=mirror,
         )
 
         async def main() -> None:

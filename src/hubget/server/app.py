@@ -8,8 +8,6 @@ is a middleware in front of all of them.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hmac
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterable
@@ -17,12 +15,23 @@ from pathlib import Path
 
 from aiohttp import web
 
-from hubget.server import git_routes, hf_routes, ms_routes
+from hubget.server import git_routes, hf_routes, metrics, ms_routes
+from hubget.server.auth import request_token, token_allowed
 from hubget.server.connections import GuardedAppRunner, ServerLimits
 from hubget.server.keys import PAGE_SIZE_KEY, STORE_KEY, TOKENS_KEY
 from hubget.server.store import Store
+from hubget.server.upstream import Upstream
 
-__all__ = ["PAGE_SIZE_KEY", "STORE_KEY", "TOKENS_KEY", "create_app", "runner_for", "serve_forever"]
+__all__ = [
+    "PAGE_SIZE_KEY",
+    "STORE_KEY",
+    "TOKENS_KEY",
+    "create_app",
+    "request_token",
+    "runner_for",
+    "serve_forever",
+    "token_allowed",
+]
 DEFAULT_PAGE_SIZE = 1000
 
 # Limits against abusive clients: header sizes and request bodies (time limits and the connection cap
@@ -40,31 +49,6 @@ def read_token_file(path: Path) -> frozenset[str]:
     """One token per line; blank lines and lines starting with # are ignored."""
     lines = (line.strip() for line in path.read_text().splitlines())
     return frozenset(line for line in lines if line and not line.startswith("#"))
-
-
-def request_token(request: web.Request) -> str | None:
-    """The token a client presents: ``Bearer``, the password of ``Basic`` (git), or ModelScope's cookie."""
-    auth = request.headers.get("Authorization", "")
-    scheme, _, value = auth.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    if scheme.lower() == "basic" and value.strip():
-        try:
-            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-        except (ValueError, UnicodeDecodeError):
-            return None
-        return decoded.partition(":")[2] or None
-    return request.cookies.get("m_session_id") or None
-
-
-def token_allowed(token: str | None, tokens: Iterable[str]) -> bool:
-    if token is None:
-        return False
-    ok = False
-    for candidate in tokens:
-        # Compare with every token in constant time so timing does not reveal a prefix.
-        ok |= hmac.compare_digest(token.encode(), candidate.encode())
-    return ok
 
 
 @web.middleware
@@ -96,9 +80,11 @@ def create_app(
     tokens: Iterable[str] | None = None,
     page_size: int = DEFAULT_PAGE_SIZE,
     store: Store | None = None,
+    upstream: Upstream | None = None,
 ) -> web.Application:
-    """The server application for the repos under ``root`` (see ``hubget.server.store``)."""
-    store = store or Store(Path(root), hf_cache=Path(hf_cache) if hf_cache else None)
+    """The server application for the repos under ``root`` (see ``hubget.server.store``); with
+    ``upstream``, every other repo is served from that hub (a pull-through mirror)."""
+    store = store or Store(Path(root), hf_cache=Path(hf_cache) if hf_cache else None, upstream=upstream)
     app = web.Application(middlewares=[auth_middleware], client_max_size=MAX_REQUEST_BODY)
     app[STORE_KEY] = store
     app[TOKENS_KEY] = frozenset(tokens or ())
@@ -108,6 +94,8 @@ def create_app(
         store.close()
 
     app.on_cleanup.append(close_store)
+    if upstream is not None:
+        metrics.setup(app)  # before the repo routes: "/metrics" is no repo
     for routes in (hf_routes, git_routes, ms_routes):  # registered in this order
         routes.setup(app, store)
     return app

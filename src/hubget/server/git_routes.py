@@ -51,7 +51,7 @@ def _repo_id(request: web.Request) -> str:
 
 async def _git_repo(request: web.Request, repo_type: RepoType) -> Repo:
     store = request.app[STORE_APP_KEY]
-    repo = await asyncio.to_thread(store.find, repo_type, _repo_id(request))
+    repo = await asyncio.to_thread(store.find, repo_type, _repo_id(request), upstream=False)
     if repo.git_dir is None:
         raise RepoNotFoundError(
             f"{repo.repo_id} is not served from a git repository (a plain folder or a cache): "

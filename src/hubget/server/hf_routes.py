@@ -18,9 +18,18 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from hubget.errors import EntryNotFoundError, HubgetError, RepoNotFoundError, RevisionNotFoundError
+from hubget.errors import (
+    AuthError,
+    EntryNotFoundError,
+    GatedRepoError,
+    HubgetError,
+    NetworkError,
+    RepoNotFoundError,
+    RevisionNotFoundError,
+)
 from hubget.models import RepoType
 from hubget.paths import safe_relpath
+from hubget.server.auth import upstream_token
 from hubget.server.keys import PAGE_SIZE_KEY, STORE_KEY
 from hubget.server.repo import Entry, Repo
 from hubget.server.sender import send_body
@@ -67,6 +76,13 @@ def hf_errors(handler: Handler) -> Handler:
             return error_response(404, "RevisionNotFound", str(exc) or "Revision not found")
         except EntryNotFoundError as exc:
             return error_response(404, "EntryNotFound", str(exc) or "Entry not found")
+        # What an upstream hub answered a mirror (hubget serve --upstream):
+        except GatedRepoError as exc:
+            return error_response(403, "GatedRepo", str(exc) or "Gated repo")
+        except AuthError as exc:
+            return error_response(401, None, str(exc) or "Unauthorized")
+        except NetworkError as exc:
+            return error_response(502, None, f"upstream: {exc}")
         except HubgetError as exc:
             return error_response(500, None, str(exc) or type(exc).__name__)
 
@@ -147,7 +163,7 @@ async def find_and_resolve(
     request: web.Request, repo_type: RepoType, revision: str | None
 ) -> tuple[Repo, str]:
     store: Store = request.app[STORE_KEY]
-    repo = await blocking(request, store.find, repo_type, repo_id_of(request))
+    repo = await blocking(request, store.find_for, repo_type, repo_id_of(request), upstream_token(request))
     commit = await blocking(request, repo.resolve, revision)
     return repo, commit
 
@@ -256,7 +272,7 @@ async def paths_info(request: web.Request) -> web.StreamResponse:
 async def list_refs(request: web.Request) -> web.StreamResponse:
     repo_type = KINDS[request.match_info["kind"]]
     store: Store = request.app[STORE_KEY]
-    repo = await blocking(request, store.find, repo_type, repo_id_of(request))
+    repo = await blocking(request, store.find_for, repo_type, repo_id_of(request), upstream_token(request))
     refs = await blocking(request, repo.refs)
     branches = [
         {"name": r.name, "ref": f"refs/heads/{r.name}", "targetCommit": r.commit}

@@ -95,7 +95,7 @@ class MsApi:
         repo_type = _TYPES.get(segment)
         if repo_type is None:
             raise RepoNotFoundError(f"unknown repo type {segment!r}")
-        return self.store.find(repo_type, f"{owner}/{name}")
+        return self.store.find(repo_type, f"{owner}/{name}", upstream=False)
 
     def resolve(self, repo: Repo, revision: str | None) -> str:
         revision = revision or DEFAULT_REVISION

@@ -13,6 +13,7 @@ from typing import Literal
 from hubget.errors import EntryNotFoundError, RevisionNotFoundError, UnsafePathError
 from hubget.models import RepoType
 from hubget.paths import safe_relpath
+from hubget.server.upstream import Growing
 
 CACHE_DIR_NAME = ".hubget-cache"
 _REVISION_BAD = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|^-|^/|/$|//")
@@ -41,14 +42,18 @@ class Entry:
 
 @dataclass(frozen=True)
 class Body:
-    """Where the bytes of an entry are: a file on disk (sent with sendfile), a git blob (streamed), or
-    elsewhere at ``url`` (an object store's presigned URL: the client is redirected there)."""
+    """Where the bytes of an entry are: a file on disk (sent with sendfile), a git blob (streamed), a
+    blob still arriving from an upstream hub (``growing``), or elsewhere at ``url`` (an object
+    store's presigned URL: the client is redirected there). ``whole_only``: answer Range requests
+    with the whole file (see ``Upstream.whole_only``)."""
 
     size: int
     path: Path | None = None
     git_dir: Path | None = None
     blob: str | None = None
     url: str | None = None
+    growing: Growing | None = None
+    whole_only: bool = False
 
 
 @dataclass(frozen=True)

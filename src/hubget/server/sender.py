@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from aiohttp import web
 
 from hubget.server.gitrepo import blob_command
+from hubget.server.growing import GrowingStream
 from hubget.server.ranges import RangePlan, if_none_match, plan_ranges
 from hubget.server.repo import Body
 
@@ -39,20 +40,41 @@ async def send_body(
         return web.Response(status=302, headers={**common, **extra})
     plan: RangePlan = plan_ranges(
         method=request.method,
-        range_header=request.headers.get("Range"),
+        range_header=None if body.whole_only else request.headers.get("Range"),
         if_range=request.headers.get("If-Range"),
         size=size,
         etag=etag,
     )
     if plan.status == 416:
         return web.Response(status=416, headers={**common, "Content-Range": f"bytes */{size}"})
+    stream = None
+    if body.growing is not None and request.method != "HEAD" and size:
+        stream = GrowingStream(request, body.growing)
+        await stream.start()  # a fill that fails at once is an error status, not a broken body
+    try:
+        return await _answer(request, body, plan, common, stream)
+    finally:
+        if stream is not None:
+            stream.close()
+
+
+async def _answer(
+    request: web.Request,
+    body: Body,
+    plan: RangePlan,
+    common: dict[str, str],
+    stream: GrowingStream | None,
+) -> web.StreamResponse:
+    size = body.size
     if plan.status == 200:
         parts = [(0, size - 1)] if size else []
-        return await _send_parts(request, body, 200, common, CONTENT_TYPE, parts, size)
+        return await _send_parts(request, body, 200, common, CONTENT_TYPE, parts, size, stream=stream)
     if not plan.multipart:
         start, end = plan.parts[0]
         hdrs = {**common, "Content-Range": f"bytes {start}-{end}/{size}"}
-        return await _send_parts(request, body, 206, hdrs, CONTENT_TYPE, plan.parts, end - start + 1)
+        return await _send_parts(
+            request, body, 206, hdrs, CONTENT_TYPE, plan.parts, end - start + 1, stream=stream
+        )
     boundary = secrets.token_hex(16)
     heads = [
         (
@@ -72,6 +94,7 @@ async def send_body(
         length,
         heads=heads,
         tail=tail,
+        stream=stream,
     )
 
 
@@ -86,6 +109,7 @@ async def _send_parts(
     *,
     heads: list[bytes] | None = None,
     tail: bytes = b"",
+    stream: GrowingStream | None = None,
 ) -> web.StreamResponse:
     resp = web.StreamResponse(status=status, headers=headers)
     resp.content_type = content_type
@@ -98,7 +122,9 @@ async def _send_parts(
         for i, (start, end) in enumerate(parts):
             if heads:
                 await resp.write(heads[i])
-            if body.path is not None:
+            if stream is not None:
+                await stream.send(resp, start, end - start + 1, final=i == len(parts) - 1)
+            elif body.path is not None:
                 await _sendfile(request, resp, body, start, end - start + 1)
             else:
                 await _stream_blob(resp, body, start, end - start + 1)

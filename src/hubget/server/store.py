@@ -9,8 +9,9 @@ Layout of a served ROOT (a repo id is ``owner/name`` or a bare ``name``):
 
 A repo folder is a git repository (work tree or bare, also found as ``{name}.git``) or a plain folder
 of files. ``--hf-cache DIR`` adds the repos of a Hugging Face cache (``models--org--name``); a repo in
-ROOT wins over the same id in the cache. Hashes of plain files are remembered in
-``ROOT/.hubget-cache/hashes.sqlite`` (or in memory when ROOT is read-only).
+ROOT wins over the same id in the cache. With an ``Upstream`` (``--upstream``), any other repo is
+served from the upstream hub through a ``MirrorRepo`` (for the Hugging Face API). Hashes of plain
+files are remembered in ``ROOT/.hubget-cache/hashes.sqlite`` (or in memory when ROOT is read-only).
 """
 
 from __future__ import annotations
@@ -26,10 +27,13 @@ from hubget.server.folderrepo import FolderRepo
 from hubget.server.gitrepo import GitRepo
 from hubget.server.hashcache import HashCache
 from hubget.server.hfcacherepo import HfCacheRepo
+from hubget.server.mirrorrepo import MirrorRepo
 from hubget.server.repo import CACHE_DIR_NAME, Repo
+from hubget.server.upstream import Upstream
 
 TYPE_DIRS: dict[str, str] = {"model": "models", "dataset": "datasets", "space": "spaces"}
 HF_CACHE_PREFIX: dict[str, str] = {"model": "models", "dataset": "datasets", "space": "spaces"}
+MIRROR_DIR_NAME = ".hubget-mirror"  # where `--upstream` keeps what it fetched (see hubget.api.mirror)
 _ID_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 
 
@@ -49,16 +53,28 @@ def is_git_repo(path: Path) -> bool:
 class Store:
     """Finds repos under ROOT (and in an HF cache) and keeps one Repo object per folder."""
 
-    def __init__(self, root: Path, *, hf_cache: Path | None = None, cache_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        hf_cache: Path | None = None,
+        cache_dir: Path | None = None,
+        upstream: Upstream | None = None,
+    ) -> None:
         self.root = Path(os.path.realpath(root))
+        self.upstream = upstream
+        self._mirrored: dict[tuple[RepoType, str], MirrorRepo] = {}
         self.hf_cache = Path(os.path.realpath(hf_cache)) if hf_cache else None
         db_dir = cache_dir if cache_dir is not None else self.root / CACHE_DIR_NAME
         self.hashes = HashCache(db_dir / "hashes.sqlite" if os.access(self.root, os.W_OK) else None)
         self._repos: dict[Path, Repo] = {}
         self._lock = threading.Lock()
 
-    def find(self, repo_type: RepoType, repo_id: str) -> Repo:
-        """The repo, or RepoNotFoundError."""
+    def find(
+        self, repo_type: RepoType, repo_id: str, *, upstream: bool = True, token: str | None = None
+    ) -> Repo:
+        """The repo, or RepoNotFoundError. ``upstream=False``: only repos on this machine; ``token``:
+        the client's own token for the upstream hub (gated and private repos need it)."""
         if repo_type not in TYPE_DIRS:
             raise RepoNotFoundError(f"unknown repo type {repo_type!r}")
         parts = split_repo_id(repo_id)
@@ -69,7 +85,13 @@ class Store:
             folder = self.hf_cache / f"{HF_CACHE_PREFIX[repo_type]}--{'--'.join(parts)}"
             if (folder / "snapshots").is_dir() and self._inside(folder, self.hf_cache):
                 return self._repo_for(folder, repo_type, repo_id, hf_cache=True)
+        if self.upstream is not None and upstream:
+            return self._mirror_for(repo_type, repo_id).bound(token)
         raise RepoNotFoundError(f"repository {repo_id!r} ({repo_type}) not found")
+
+    def find_for(self, repo_type: RepoType, repo_id: str, token: str | None) -> Repo:
+        """``find`` for a client presenting ``token`` (positional, for executors)."""
+        return self.find(repo_type, repo_id, token=token)
 
     def list_repos(self) -> list[tuple[RepoType, str]]:
         """Every repo that ``find`` would serve (for listings and logs)."""
@@ -139,8 +161,20 @@ class Store:
                 self._repos[key] = repo
             return repo
 
+    def _mirror_for(self, repo_type: RepoType, repo_id: str) -> MirrorRepo:
+        assert self.upstream is not None
+        with self._lock:
+            repo = self._mirrored.get((repo_type, repo_id))
+            if repo is None:
+                folder = self.root / MIRROR_DIR_NAME / repo_type / repo_id
+                repo = MirrorRepo(self.upstream, repo_type, repo_id, folder)
+                self._mirrored[(repo_type, repo_id)] = repo
+            return repo
+
     def close(self) -> None:
         self.hashes.close()
+        if self.upstream is not None:
+            self.upstream.close()
 
 
 def _subdirs(base: Path) -> list[Path]:

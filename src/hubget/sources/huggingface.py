@@ -110,6 +110,12 @@ class HfSource:
     # -- protocol ----------------------------------------------------------------------------
     def resolve_commit(self, ref: RepoRef) -> tuple[str, list[str]]:
         """The commit sha of ``ref.revision`` and the sibling names the repo-info call lists."""
+        sha, info = self.resolve_info(ref)
+        siblings = [s.get("rfilename") for s in info.get("siblings") or [] if isinstance(s, dict)]
+        return sha, [s for s in siblings if isinstance(s, str)]
+
+    def resolve_info(self, ref: RepoRef) -> tuple[str, dict[str, Any]]:
+        """The commit sha of ``ref.revision`` and the whole repo-info answer (``private``, ``gated``...)."""
         revision = ref.revision or "main"
         url = f"{self._api(ref)}/revision/{quote(revision, safe='')}"
         info, _ = self._get_json(url, ref, "repo")
@@ -118,8 +124,7 @@ class HfSource:
         sha = info.get("sha")
         if not isinstance(sha, str) or not _COMMIT.match(sha):
             raise ProtocolError(f"{self.endpoint}: repo info for {ref.repo_id} has no commit sha")
-        siblings = [s.get("rfilename") for s in info.get("siblings") or [] if isinstance(s, dict)]
-        return sha, [s for s in siblings if isinstance(s, str)]
+        return sha, info
 
     def list_tree(self, ref: RepoRef, commit: str) -> list[RemoteFile]:
         url: str | None = f"{self._api(ref)}/tree/{commit}?recursive=true&expand=false"
@@ -170,6 +175,14 @@ class HfSource:
     def head(self, ref: RepoRef, path: str, commit: str | None = None) -> tuple[RemoteFile, str]:
         """HEAD the resolve URL (following only same-origin relative redirects, as the hub's
         renamed-repo redirects are) and read X-Repo-Commit, ETag / X-Linked-Etag and sizes."""
+        file, commit_sha, _ = self.locate(ref, path, commit)
+        return file, commit_sha
+
+    def locate(
+        self, ref: RepoRef, path: str, commit: str | None = None
+    ) -> tuple[RemoteFile, str, str | None]:
+        """``head`` and where the hub sends the file's bytes: the (signed, cross-origin) URL of its
+        redirect, or None when the resolve URL answers with the bytes itself. One resolver call."""
         path = safe_relpath(path)
         url = self.resolve_url(ref, commit or ref.revision or "main", path)
         for _ in range(10):
@@ -206,7 +219,8 @@ class HfSource:
             xet_hash=resp.headers.get("X-Xet-Hash") or None,
             rate_bucket=RESOLVE_BUCKET,
         )
-        return file, commit_sha
+        location = resp.headers.get("Location") if 300 <= resp.status < 400 else None
+        return file, commit_sha, urljoin(url, location) if location else None
 
     def resolve(self, ref: RepoRef) -> Snapshot:
         commit, siblings = self.resolve_commit(ref)

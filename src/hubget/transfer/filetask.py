@@ -198,6 +198,7 @@ class FileTask:
         self.mark_bytes = 0
         self.mark_rate = 0.0
         self.save_lock = threading.Lock()
+        self.released = False  # the shared partial and its state are gone: no resume state is written again
         self.hash_thread: threading.Thread | None = None
         self.hash_wake = threading.Event()
         self.needs_hash_reset = False
@@ -450,8 +451,8 @@ class FileTask:
         if not self.can_resume() or self.private:
             return
         with self.save_lock:
-            if self.fd is None:
-                return
+            if self.fd is None or self.released:
+                return  # (a save due before the file was finished would leave a stale state behind)
             try:
                 # Data first, then the record of it: a crash never leaves a state naming unwritten bytes.
                 os.fdatasync(self.fd)
@@ -622,6 +623,8 @@ class FileTask:
         """Remove the shared partial and its state, but only while they are still ours."""
         if self.private:
             return
+        with self.save_lock:
+            self.released = True  # the saver thread may hold a save due from before
         state = load_state(self.state_file)
         if state is not None and state.owner not in ("", self.owner):
             return  # another writer took the name over; its resume state stays
