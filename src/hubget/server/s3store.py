@@ -96,7 +96,14 @@ class S3Store(Store):
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, S3Repo | None, str]] = {}  # key -> (checked, repo, etag)
 
-    def find(self, repo_type: RepoType, repo_id: str) -> Repo:
+    def find_for(self, repo_type: RepoType, repo_id: str, token: str | None) -> Repo:
+        """``find`` for a client presenting ``token`` (the routes' call; a bucket has no upstream)."""
+        return self.find(repo_type, repo_id)
+
+    def find(
+        self, repo_type: RepoType, repo_id: str, *, upstream: bool = True, token: str | None = None
+    ) -> Repo:
+        """The repo, or RepoNotFoundError (``upstream`` and ``token`` as ``Store.find``: no upstream here)."""
         if repo_type not in TYPE_DIRS:
             raise RepoNotFoundError(f"unknown repo type {repo_type!r}")
         parts = split_repo_id(repo_id)
