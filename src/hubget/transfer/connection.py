@@ -9,19 +9,17 @@ Range restarts the file as one stream; a stall or a short body is retried by the
 
 from __future__ import annotations
 
-import re
 import time
 
 from hubget.errors import (
     AuthError,
     DiskError,
-    EntryNotFoundError,
-    GatedRepoError,
     HubgetError,
     IntegrityError,
     NetworkError,
     ProtocolError,
 )
+from hubget.transfer.answers import check_identity, content_range, refusal
 from hubget.transfer.filetask import UNKNOWN_END, FileTask, Segment
 from hubget.transfer.http import DEFAULT_SENSITIVE, HttpClient, RedirectRefused, Response, host_of, origin_of
 from hubget.transfer.jobs import ProgressSink
@@ -30,7 +28,6 @@ from hubget.transfer.scheduler import Scheduler
 
 MiB = 1024 * 1024
 RANGE_CLIENT_RETRIES = 1  # client retries inside one engine attempt at a range (see _fetch)
-_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$")
 
 
 class _Aborted(Exception):
@@ -222,21 +219,14 @@ class RangeFetcher:
         status = resp.status
         if status in (403, 410):
             self._refresh(task, url, resp.url, status, host)
-        if status == 401 or status == 403:
-            # Hubs say why in X-Error-Code / X-Error-Message (the Hugging Face Hub: GatedRepo).
-            why = resp.headers.get("X-Error-Message") or "not authorised"
-            if resp.headers.get("X-Error-Code") == "GatedRepo":
-                raise _Fatal(GatedRepoError(f"{task.label}: gated repo (HTTP {status} from {host}): {why}"))
-            raise _Fatal(AuthError(f"{task.label}: HTTP {status} from {host} ({why})"))
-        if status == 404:
-            raise _Fatal(EntryNotFoundError(f"{task.label}: HTTP 404 from {host} (not found)"))
+        refused = refusal(task.label, resp)
+        if refused is not None:
+            raise _Fatal(refused)
         if status == 416:
             raise _Fatal(ProtocolError(f"{task.label}: {host} refused byte range {seg.start}- (HTTP 416)"))
         if status not in (200, 206):
             raise NetworkError(f"{task.label}: HTTP {status} from {host}")
-        encoding = (resp.headers.get("Content-Encoding") or "identity").strip().lower()
-        if encoding != "identity":
-            raise ProtocolError(f"{task.label}: {host} sent a {encoding}-encoded body, identity was asked")
+        check_identity(task.label, resp)
         length = resp.headers.get("Content-Length")
         if status == 200:
             if task.size is not None and length is not None and length.isdigit() and int(length) != task.size:
@@ -250,11 +240,11 @@ class RangeFetcher:
                     att.seg = self.sched.restart(task, seg)
                     att.gen = task.generation
             return
-        match = _CONTENT_RANGE.match(resp.headers.get("Content-Range") or "")
-        if not match:
+        answered = content_range(resp)
+        if answered is None:
             task.bad_answers += 1
             raise ProtocolError(f"{task.label}: {host} answered 206 without a valid Content-Range")
-        first, last, total = int(match.group(1)), int(match.group(2)), match.group(3)
+        first, last, total = answered
         if first != seg.start or last < first or (task.size is not None and total != str(task.size)):
             task.bad_answers += 1
             raise ProtocolError(

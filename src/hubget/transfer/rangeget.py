@@ -9,7 +9,6 @@ is asked again from the byte reached, up to ``attempts`` times.
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 
@@ -21,10 +20,10 @@ from hubget.errors import (
     NetworkError,
     ProtocolError,
 )
+from hubget.transfer.answers import check_identity, content_range, refusal
 from hubget.transfer.http import DEFAULT_SENSITIVE, HttpClient, Response, host_of, origin_of
 from hubget.transfer.locations import Location, Locations, location_for
 
-_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$")
 RANGE_CLIENT_RETRIES = 1
 MIN_SPEED = 16 * 1024  # bytes/s below which a connection counts as stalled (checked per stall window)
 
@@ -138,18 +137,12 @@ class RangeReader:
     def _check(self, resp: Response, pos: int, end: int, whole: bool) -> None:
         host = host_of(resp.url)
         status = resp.status
-        if status in (401, 403):
-            why = resp.headers.get("X-Error-Message") or "not authorised"
-            if resp.headers.get("X-Error-Code") == "GatedRepo":
-                raise GatedRepoError(f"{self.label}: gated repo (HTTP {status} from {host}): {why}")
-            raise AuthError(f"{self.label}: HTTP {status} from {host} ({why})")
-        if status == 404:
-            raise EntryNotFoundError(f"{self.label}: HTTP 404 from {host} (not found)")
+        refused = refusal(self.label, resp)
+        if refused is not None:
+            raise refused
         if status not in (200, 206):
             raise NetworkError(f"{self.label}: HTTP {status} from {host}")
-        encoding = (resp.headers.get("Content-Encoding") or "identity").strip().lower()
-        if encoding != "identity":
-            raise ProtocolError(f"{self.label}: {host} sent a {encoding}-encoded body, identity was asked")
+        check_identity(self.label, resp)
         length = resp.headers.get("Content-Length")
         if status == 200:
             if not whole:
@@ -159,10 +152,10 @@ class RangeReader:
                     f"{self.label}: {host} announces {length} bytes, the hub said {self.size}"
                 )
             return
-        match = _CONTENT_RANGE.match(resp.headers.get("Content-Range") or "")
-        if not match:
+        answered = content_range(resp)
+        if answered is None:
             raise ProtocolError(f"{self.label}: {host} answered 206 without a valid Content-Range")
-        first, last, total = int(match.group(1)), int(match.group(2)), match.group(3)
+        first, last, total = answered
         if first != pos or last < first or last >= end or total not in ("*", str(self.size)):
             raise ProtocolError(
                 f"{self.label}: {host} answered bytes {first}-{last}/{total} to a request for "
