@@ -260,7 +260,6 @@ class Engine:
             bytes_fetched=task.bytes_fetched,
             resumed_from=task.resumed_from,
             sources=dict(task.sources),
-            resolves=task.locations.resolves,
         )
         with self._sched.cv:
             self._synced_dirs.add(task.job.dest.parent)

@@ -48,7 +48,6 @@ class FileResult:
     bytes_fetched: int  # bytes received over the network in this run
     resumed_from: int  # bytes that were already on disk from an earlier run
     sources: dict[str, int] = field(default_factory=dict)  # origin -> bytes fetched from it
-    resolves: int = 0  # requests that went through ``url``'s redirects (refreshes included)
 
 
 class ProgressSink:

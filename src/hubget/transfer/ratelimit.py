@@ -98,7 +98,6 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._buckets: dict[tuple[str, str], _Bucket] = {}
         self._listeners: list[Callable[[str], None]] = []
-        self.paused_seconds = 0.0  # announced pauses, added up (for reports)
 
     # -- who hears about pauses ---------------------------------------------------------------
 
@@ -188,7 +187,6 @@ class RateLimiter:
             announce = pause >= 1.0 and b.closed_until > b.announced + 1.0
             if announce:
                 b.announced = b.closed_until
-                self.paused_seconds += pause
         if announce:
             what = f" ({which})" if which else ""
             hint = "; requests without a token get the lowest limits (pass a token)" if anonymous else ""
