@@ -24,6 +24,7 @@ _LAZY = {
     "pull": "hubget.gitclone",
     "modelscope_snapshot_download": "hubget.api.modelscope",
     "modelscope_file_download": "hubget.api.modelscope",
+    "upload": "hubget.api.upload",
 }
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from hubget.api.pipeline import select_files
@@ -170,10 +170,60 @@ def stage_snapshot(
     """Stage ``ref`` from ``source`` into ``target`` (``s3://bucket/prefix``); see the module doc.
     ``connections``: parts in flight, all files together; ``max_workers``: files at once."""
     started = time.monotonic()
-    progress = progress or ProgressSink()
     bucket = bucket or S3Bucket(target.bucket, endpoint=endpoint, max_connections=connections + 8)
     snapshot = snapshot or source.resolve(ref)
     files = select_files(snapshot, allow_patterns, ignore_patterns, filenames)
+    revision = ref.revision or ("master" if source.name == "modelscope" else "main")
+    return stage_files(
+        bucket,
+        target,
+        snapshot,
+        files,
+        revision,
+        job_for=_remote_job,
+        connections=connections,
+        max_workers=max_workers,
+        part_size=part_size,
+        progress=progress,
+        dry_run=dry_run,
+        started=started,
+    )
+
+
+def _remote_job(key: str, f: RemoteFile) -> ObjectJob:
+    return ObjectJob(
+        key=key,
+        size=f.size or 0,
+        url=f.url,
+        headers=dict(f.headers),
+        sha256=f.sha256,
+        git_sha1=f.git_sha1,
+        label=f.path,
+        rate_bucket=f.rate_bucket,
+    )
+
+
+def stage_files(
+    bucket: S3Bucket,
+    target: S3Url,
+    snapshot: Snapshot,
+    files: list[RemoteFile],
+    revision: str,
+    *,
+    job_for: Callable[[str, RemoteFile], ObjectJob],
+    connections: int = 8,
+    max_workers: int = 8,
+    part_size: int = DEFAULT_PART_SIZE,
+    progress: ProgressSink | None = None,
+    dry_run: bool = False,
+    started: float | None = None,
+) -> StageReport:
+    """Put ``files`` of ``snapshot`` into ``target`` as ``revision``: what the bucket lacks is streamed
+    in (``job_for(key, file)`` says where its bytes come from), the manifest follows what completes.
+    Shared by staging from a hub and by `hubget upload` (a local folder or git repo)."""
+    started = time.monotonic() if started is None else started
+    progress = progress or ProgressSink()
+    ref = snapshot.ref
     clash = [f.path for f in files if f.path == META_DIR or f.path.startswith(f"{META_DIR}/")]
     if clash:
         raise UsageError(
@@ -188,7 +238,6 @@ def stage_snapshot(
     existing = Manifest.from_json(got[0]) if got else None
     folder = target.key() + "/" if target.prefix else ""
     sizes = bucket.list_sizes(folder)
-    revision = ref.revision or ("master" if source.name == "modelscope" else "main")
     manifest = _start_manifest(existing, snapshot, revision)
     carried = existing.files if existing is not None else {}
 
@@ -245,19 +294,7 @@ def stage_snapshot(
         progress=progress,
         on_done=done,
     )
-    jobs = [
-        ObjectJob(
-            key=target.key(f.path),
-            size=f.size or 0,
-            url=f.url,
-            headers=dict(f.headers),
-            sha256=f.sha256,
-            git_sha1=f.git_sha1,
-            label=f.path,
-            rate_bucket=f.rate_bucket,
-        )
-        for f in missing
-    ]
+    jobs = [job_for(target.key(f.path), f) for f in missing]
     try:
         results = uploader.run(jobs)
     finally:

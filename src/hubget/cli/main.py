@@ -13,7 +13,7 @@ import typer
 from hubget.errors import ExitCode, HubgetError
 
 # Each name is a module hubget.cli.<name> with a function register(app: typer.Typer).
-COMMAND_MODULES: tuple[str, ...] = ("download", "serve", "demo", "clone", "pull", "cache")
+COMMAND_MODULES: tuple[str, ...] = ("download", "upload", "serve", "demo", "clone", "pull", "cache")
 
 app = typer.Typer(
     name="hubget",

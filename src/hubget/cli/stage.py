@@ -1,4 +1,5 @@
-"""`hubget download REPO --to s3://bucket/prefix`: the report of a staging run (``hubget.api.stage``)."""
+"""`hubget download REPO --to s3://bucket/prefix`: the report of a staging run (``hubget.api.stage``),
+also printed by `hubget upload`."""
 
 from __future__ import annotations
 
@@ -47,6 +48,12 @@ def stage_command(
         )
     finally:
         progress.end()
+    print_report(report, json_output=json_output)
+
+
+def print_report(report: StageReport, *, json_output: bool) -> None:
+    """The JSON report, the dry run's table, or the target's URL (the last line of stdout)."""
+    dry_run = report.dry_run
     if json_output:
         print(json.dumps(report_json(report)))
     elif dry_run:

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from hubget.errors import ProtocolError
+from hubget.folderfiles import pointer_sha1 as lfs_pointer_sha1
 from hubget.paths import safe_relpath
 
 META_DIR = ".hubget"
@@ -20,13 +21,7 @@ MANIFEST_NAME = f"{META_DIR}/manifest.json"
 UPLOADS_DIR = f"{META_DIR}/uploads"
 FORMAT = 1
 
-
-def lfs_pointer_sha1(sha256: str, size: int) -> str:
-    """The git blob id of an LFS pointer file (what the hub lists as an LFS file's ``oid``)."""
-    import hashlib
-
-    pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
-    return hashlib.sha1(b"blob %d\0" % len(pointer) + pointer).hexdigest()
+__all__ = ["MANIFEST_NAME", "META_DIR", "UPLOADS_DIR", "Manifest", "ManifestFile", "lfs_pointer_sha1"]
 
 
 @dataclass(frozen=True)

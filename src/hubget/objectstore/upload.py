@@ -22,6 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from hubget.errors import HubgetError, IntegrityError
+from hubget.objectstore.localread import PartReader
 from hubget.objectstore.resume import UploadRecord, drop_record, load_record, save_record
 from hubget.objectstore.s3 import NoSuchUpload, S3Bucket
 from hubget.transfer.hashstate import StreamHash
@@ -56,6 +57,9 @@ class ObjectJob:
     git_sha1: str | None = None
     label: str = ""
     rate_bucket: str | None = None
+    # Where the bytes come from when they are not at ``url``: a local file, bytes in memory
+    # (``objectstore.localread``); called once, when the file's upload starts.
+    open: Callable[[], PartReader] | None = None
 
 
 @dataclass
@@ -161,7 +165,7 @@ class Uploader:
         self.on_done = on_done
         self.buffers = BufferPool(connections + SPARE_BUFFERS)
         self.cancelled = threading.Event()
-        self._readers: set[RangeReader] = set()
+        self._readers: set[PartReader] = set()
         self._lock = threading.Lock()
 
     def run(self, jobs: list[ObjectJob]) -> list[ObjectResult]:
@@ -191,14 +195,24 @@ class Uploader:
     # -- one file -----------------------------------------------------------------------------
     def _one(self, job: ObjectJob) -> ObjectResult:
         result = ObjectResult(job)
-        reader = RangeReader(
-            self.client,
-            job.url,
-            job.headers,
-            size=job.size,
-            label=job.label or job.key,
-            rate_bucket=job.rate_bucket,
-        )
+        reader: PartReader
+        if job.open is not None:
+            try:
+                reader = job.open()
+            except HubgetError as exc:
+                result.error = exc
+                if self.on_done is not None:
+                    self.on_done(result)
+                return result
+        else:
+            reader = RangeReader(
+                self.client,
+                job.url,
+                job.headers,
+                size=job.size,
+                label=job.label or job.key,
+                rate_bucket=job.rate_bucket,
+            )
         with self._lock:
             self._readers.add(reader)
             if self.cancelled.is_set():
@@ -222,7 +236,7 @@ class Uploader:
             self.on_done(result)
         return result
 
-    def _single(self, job: ObjectJob, reader: RangeReader, result: ObjectResult) -> None:
+    def _single(self, job: ObjectJob, reader: PartReader, result: ObjectResult) -> None:
         pooled = self._take_buffer(job.size, None)
         if pooled is None:
             raise InterruptedError(f"{job.label or job.key}: stopped")
@@ -241,7 +255,7 @@ class Uploader:
             del buf
             self.buffers.give(pooled)
 
-    def _multipart(self, job: ObjectJob, reader: RangeReader, result: ObjectResult) -> None:
+    def _multipart(self, job: ObjectJob, reader: PartReader, result: ObjectResult) -> None:
         run = self._open(job, result)
         result.parts = run.count
         futures: list[Future[None]] = []
@@ -333,7 +347,7 @@ class Uploader:
         return _FileRun(job, record, StreamHash(size=job.size, git_sha1=git), {})
 
     def _part(
-        self, run: _FileRun, reader: RangeReader, number: int, pooled: bytearray, result: ObjectResult
+        self, run: _FileRun, reader: PartReader, number: int, pooled: bytearray, result: ObjectResult
     ) -> None:
         """Fetch part ``number``, upload it unless the store has these very bytes, hand it to the hash."""
         handed = False

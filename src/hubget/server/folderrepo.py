@@ -8,7 +8,6 @@ described by sha256, the others by their git blob sha1, exactly as the hub descr
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import time
@@ -16,21 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hubget.errors import EntryNotFoundError, RevisionNotFoundError
+from hubget.folderfiles import folder_commit_id, pointer_sha1, walk_folder
 from hubget.lfsrules import is_lfs_path, lfs_patterns
 from hubget.models import RepoType
 from hubget.server.hashcache import HashCache
-from hubget.server.repo import CACHE_DIR_NAME, Body, Entry, Ref, Repo, check_revision, lfs_pointer
+from hubget.server.repo import CACHE_DIR_NAME, Body, Entry, Ref, Repo, check_revision
 
-# Files a download tool leaves next to a copy (partial downloads, local_dir metadata): never served.
-_SKIP_DIRS = {".git", CACHE_DIR_NAME, ".hubget"}
-_SKIP_SUFFIXES = (".hubget-partial", ".hubget-partial.json", ".incomplete", ".lock")
+_SKIP_DIRS = (".git", CACHE_DIR_NAME, ".hubget")
 SNAPSHOT_TTL = 1.0  # seconds a walk of the folder is reused (requests of one download come in bursts)
-
-
-def pointer_sha1(sha256: str, size: int) -> str:
-    """The git blob id of the LFS pointer git would store for this file (the hub's tree ``oid``)."""
-    pointer = lfs_pointer(sha256, size)
-    return hashlib.sha1(b"blob %d\0" % len(pointer) + pointer).hexdigest()
 
 
 def make_entry(rel: str, real: Path, size: int, patterns: tuple[str, ...], hashes: HashCache) -> Entry:
@@ -41,10 +33,7 @@ def make_entry(rel: str, real: Path, size: int, patterns: tuple[str, ...], hashe
 
 
 def commit_id(entries: list[Entry]) -> str:
-    h = hashlib.sha1(b"hubget-folder-v1\n")
-    for e in entries:
-        h.update(f"{e.path}\0{e.etag}\n".encode("utf-8", "surrogateescape"))
-    return h.hexdigest()
+    return folder_commit_id((e.path, e.etag) for e in entries)
 
 
 @dataclass(frozen=True)
@@ -80,33 +69,8 @@ class FolderRepo(Repo):
     def _walk(self) -> list[tuple[str, Path, os.stat_result]]:
         """Every served file: (relative path, real path, stat). Symlinks are followed only while they
         stay inside the served root; anything else is left out."""
-        out = []
-        for dirpath, dirnames, filenames in os.walk(self.root):
-            rel_dir = os.path.relpath(dirpath, self.root)
-            dirnames[:] = sorted(
-                d
-                for d in dirnames
-                if d not in _SKIP_DIRS
-                and not (rel_dir == "." and d == ".cache")
-                and not os.path.islink(os.path.join(dirpath, d))
-            )
-            for name in filenames:
-                if name.endswith(_SKIP_SUFFIXES):
-                    continue
-                full = os.path.join(dirpath, name)
-                real = os.path.realpath(full)
-                if not real.startswith(str(self.allowed_root) + os.sep):
-                    continue
-                try:
-                    st = os.stat(real)
-                except OSError:
-                    continue
-                if not os.path.isfile(real):
-                    continue
-                rel = name if rel_dir == "." else f"{rel_dir}/{name}".replace(os.sep, "/")
-                out.append((rel, Path(real), st))
-        out.sort(key=lambda t: t[0])
-        return out
+        walk = walk_folder(self.root, skip_dirs=_SKIP_DIRS, allowed_root=self.allowed_root)
+        return [(f.rel, f.real, f.stat) for f in walk.files]
 
     def snapshot(self) -> _Snapshot:
         with self._lock:

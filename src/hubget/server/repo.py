@@ -11,9 +11,12 @@ from pathlib import Path
 from typing import Literal
 
 from hubget.errors import EntryNotFoundError, RevisionNotFoundError, UnsafePathError
+from hubget.folderfiles import lfs_pointer
 from hubget.models import RepoType
 from hubget.paths import safe_relpath
 from hubget.server.upstream import Growing
+
+__all__ = ["Body", "CommitInfo", "Entry", "EntryIndex", "Ref", "Repo", "check_revision", "lfs_pointer"]
 
 CACHE_DIR_NAME = ".hubget-cache"
 _REVISION_BAD = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|^-|^/|/$|//")
@@ -69,10 +72,6 @@ class Ref:
     kind: Literal["branch", "tag"]
     commit: str
     date: float  # unix time of the commit (or of the newest file for plain folders)
-
-
-def lfs_pointer(sha256: str, size: int) -> bytes:
-    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
 
 
 def check_revision(revision: str) -> str:
