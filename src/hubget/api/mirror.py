@@ -239,6 +239,9 @@ class Mirror:
             self.budget.used(blob)
         return blob
 
+    def blob_url(self, snapshot: Snapshot, file: RemoteFile, token: str | None = None) -> str | None:
+        return None  # the blobs are files of this machine, sent by this process
+
     def fill(self, snapshot: Snapshot, file: RemoteFile, token: str | None = None) -> UpstreamFill:
         """The fill of ``file``'s blob under way (joined), or a new one. A gated or private repo's
         blob is fetched with the token of the (authorized) client that asked first."""

@@ -56,6 +56,17 @@ class MirrorMeta:
     def _repo_dir(self, repo_type: str, repo_id: str) -> Path:
         return self.folder / repo_folder_name(repo_id, repo_type)
 
+    # Where the files are: the two calls a store of another kind (a bucket: ``mirror_s3``) replaces.
+    def _read(self, repo_type: str, repo_id: str, name: str) -> str | None:
+        """The text of ``name`` (``revisions.json``, ``trees/{commit}.json``...), None if absent."""
+        try:
+            return (self._repo_dir(repo_type, repo_id) / name).read_text()
+        except OSError:
+            return None
+
+    def _write(self, repo_type: str, repo_id: str, name: str, text: str) -> None:
+        atomic_write_text(self._repo_dir(repo_type, repo_id) / name, text)
+
     # -- revisions ------------------------------------------------------------------------------
     def _load_revisions(self, repo_type: str, repo_id: str) -> dict[str, dict[str, Any]]:
         key = f"{repo_type}/{repo_id}"
@@ -64,8 +75,8 @@ class MirrorMeta:
         if known is not None:
             return known
         try:
-            raw = json.loads((self._repo_dir(repo_type, repo_id) / "revisions.json").read_text())
-        except (OSError, ValueError):
+            raw = json.loads(self._read(repo_type, repo_id, "revisions.json") or "{}")
+        except ValueError:
             raw = {}
         loaded: dict[str, dict[str, Any]] = {}
         for name, value in raw.items() if isinstance(raw, dict) else ():
@@ -92,7 +103,7 @@ class MirrorMeta:
             with self._lock:
                 known[revision] = {"commit": commit, "checked": time.time()}
                 text = json.dumps(known, indent=1, sort_keys=True)
-            atomic_write_text(self._repo_dir(repo_type, repo_id) / "revisions.json", text)
+            self._write(repo_type, repo_id, "revisions.json", text)
 
     # -- who may read the repo ------------------------------------------------------------------
     def access(self, repo_type: str, repo_id: str) -> str | None:
@@ -102,9 +113,9 @@ class MirrorMeta:
             if key in self._access:
                 return self._access[key]
         try:
-            raw = json.loads((self._repo_dir(repo_type, repo_id) / "repo.json").read_text())
+            raw = json.loads(self._read(repo_type, repo_id, "repo.json") or "{}")
             value = raw.get("access") if raw.get("access") in ACCESS_KINDS else None
-        except (OSError, ValueError, AttributeError):
+        except (ValueError, AttributeError):
             value = None
         with self._lock:
             self._access[key] = value
@@ -115,7 +126,7 @@ class MirrorMeta:
         if self.access(repo_type, repo_id) == access:
             return
         payload = json.dumps({"access": access})
-        atomic_write_text(self._repo_dir(repo_type, repo_id) / "repo.json", payload)
+        self._write(repo_type, repo_id, "repo.json", payload)
         with self._lock:
             self._access[f"{repo_type}/{repo_id}"] = access
 
@@ -130,7 +141,10 @@ class MirrorMeta:
                 self._trees.move_to_end(key)
                 return tree
         try:
-            raw = json.loads((self._repo_dir(repo_type, repo_id) / "trees" / f"{commit}.json").read_text())
+            text = self._read(repo_type, repo_id, f"trees/{commit}.json")
+            if text is None:
+                return None
+            raw = json.loads(text)
             tree = Tree(tuple(_stored(f) for f in raw["files"]), float(raw.get("seen", 0.0)))
         except (OSError, ValueError, KeyError, TypeError, UnsafePathError):
             return None  # absent or unreadable: listed upstream again
@@ -147,9 +161,7 @@ class MirrorMeta:
                 {"path": f.path, "size": f.size, "sha256": f.sha256, "git_sha1": f.git_sha1} for f in files
             ],
         }
-        atomic_write_text(
-            self._repo_dir(repo_type, repo_id) / "trees" / f"{commit}.json", json.dumps(payload)
-        )
+        self._write(repo_type, repo_id, f"trees/{commit}.json", json.dumps(payload))
         self._keep((f"{repo_type}/{repo_id}", commit), tree)
         return tree
 

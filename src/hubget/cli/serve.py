@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import socket
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -17,7 +18,10 @@ import typer
 from hubget.errors import UsageError
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from hubget.objectstore.s3 import S3Url
+    from hubget.server.upstream import Upstream
 
 
 def serve(
@@ -119,8 +123,8 @@ def serve(
             raise UsageError(f"{root} is not a folder")
     if hf_cache is not None and store_url is not None:
         raise UsageError("--hf-cache serves a local cache; it does not combine with --store")
-    if upstream is not None and store_url is not None:
-        raise UsageError("--upstream fills a ROOT folder; a mirror on --store s3://... is not supported yet")
+    if upstream is not None and store_url is not None and max_size is not None:
+        raise UsageError("--max-size applies to a mirror on a ROOT folder; a bucket keeps what it is given")
     if hf_cache is not None and not hf_cache.is_dir():
         raise UsageError(f"--hf-cache {hf_cache} is not a folder")
     tokens = None
@@ -142,8 +146,8 @@ def serve(
     if upstream is not None:
         if not upstream.startswith(("http://", "https://")):
             raise UsageError(f"--upstream {upstream!r} is not an http(s) URL")
-        if workers != 1:
-            raise UsageError("--upstream runs in one process: use --workers 1")
+        if workers != 1 and store_url is None:
+            raise UsageError("--upstream on a ROOT folder runs in one process: use --workers 1")
         if upstream_token_file is not None:
             try:
                 upstream_token = upstream_token_file.read_text().strip() or None
@@ -168,15 +172,48 @@ def serve(
         print(f"hubget serve: listening on {url}", flush=True)
 
     def run_worker(sock: socket.socket | None, on_bound: Callable[[str], None] | None) -> None:
+        with contextlib.ExitStack() as stack:
+            app = make_app(stack)
+
+            async def main() -> None:
+                task = asyncio.ensure_future(
+                    serve_forever(app, host, port, on_bound, access_log=verbose, sock=sock, limits=limits)
+                )
+                loop = asyncio.get_running_loop()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, task.cancel)
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+            asyncio.run(main())
+
+    def make_app(stack: contextlib.ExitStack) -> web.Application:
+        """The application of one worker (each makes its own clients)."""
         repos = None
-        if store_url is not None:  # made in each worker: a client per process
+        mirror: Upstream | None = None
+        app_root = root
+        if store_url is not None and upstream is not None:  # the mirror on a bucket
+            from hubget.api.mirror_s3 import BucketMirror
+
+            mirror = BucketMirror(
+                store_url,
+                upstream,
+                s3_endpoint=s3_endpoint,
+                presign_endpoint=presign_endpoint,
+                presign_ttl=presign_ttl,
+                token=upstream_token,
+                revision_ttl=revision_ttl,
+                connections=upstream_connections,
+            )
+            if app_root is None:  # no local repos: an empty folder stands for ROOT
+                app_root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hubget-serve-")))
+        elif store_url is not None:
             from hubget.server.s3store import S3Store
 
             repos = S3Store(
                 store_url, endpoint=s3_endpoint, presign_endpoint=presign_endpoint, presign_ttl=presign_ttl
             )
-        mirror = None
-        if upstream is not None:
+        elif upstream is not None:
             from hubget.api.mirror import Mirror
 
             mirror = Mirror(
@@ -187,26 +224,14 @@ def serve(
                 connections=upstream_connections,
                 max_size=max_bytes,
             )
-        app = create_app(
-            root or Path("."),
+        return create_app(
+            app_root or Path("."),
             hf_cache=hf_cache,
             tokens=tokens,
             page_size=page_size,
             store=repos,
             upstream=mirror,
         )
-
-        async def main() -> None:
-            task = asyncio.ensure_future(
-                serve_forever(app, host, port, on_bound, access_log=verbose, sock=sock, limits=limits)
-            )
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, task.cancel)
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-        asyncio.run(main())
 
     try:
         if workers == 1:

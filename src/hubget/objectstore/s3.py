@@ -24,6 +24,7 @@ _AUTH_CODES = frozenset(
     {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "403"}
 )
 _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+_CONFLICT_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,20 @@ class S3Bucket:
         resp = self._call(
             "put_object", Bucket=self.bucket, Key=key, Body=_Body(data), Metadata=metadata or {}
         )
+        return str(resp.get("ETag", ""))
+
+    def put_if(self, key: str, data: bytes, *, absent: bool = False, etag: str | None = None) -> str | None:
+        """A conditional PutObject: only if no object is at ``key`` (``absent``, If-None-Match: *) or
+        only if it still has ``etag`` (If-Match). Its new ETag, or None when the condition failed
+        (another writer was first)."""
+        kw: dict[str, Any] = {"IfNoneMatch": "*"} if absent else {"IfMatch": etag or ""}
+        try:
+            resp = self._call("put_object", Bucket=self.bucket, Key=key, Body=_Body(data), **kw)
+        except S3Error as exc:
+            # 412 the condition failed; 409 a concurrent conditional write won; 404 (If-Match) it is gone
+            if exc.code in _CONFLICT_CODES or exc.code in _MISSING_CODES:
+                return None
+            raise
         return str(resp.get("ETag", ""))
 
     def head(self, key: str) -> dict[str, Any] | None:

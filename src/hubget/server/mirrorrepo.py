@@ -3,7 +3,8 @@
 
 Entries are the upstream listing of the commit, so the routes answer as for any repo: trees without
 ``xetHash``, no ``X-Xet-*`` headers, pagination links to this server, file bodies sent by this server
-(from the verified blob, or streamed from the fill while it arrives), never a redirect upstream.
+(from the verified blob, or streamed from the fill while it arrives), never a redirect upstream; with
+a bucket as the store, a redirect to the verified object's presigned URL.
 A gated or private repo is served only to a client whose own upstream token (``bound``) is accepted.
 """
 
@@ -106,6 +107,9 @@ class MirrorRepo(Repo):
         if file is None:
             raise EntryNotFoundError(f"{entry.path} not found in {self.repo_id} at {commit}")
         self.upstream.authorize(self.repo_type, self.repo_id, commit, self.token, files=True)
+        url = self.upstream.blob_url(snap, file, self.token)
+        if url is not None:  # the store is a bucket: the client fetches the verified object itself
+            return Body(size=entry.size, url=url)
         whole_only = self.upstream.whole_only(snap, file)
         blob = self.upstream.blob(snap, file)
         if blob is not None:

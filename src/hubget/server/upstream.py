@@ -84,6 +84,12 @@ class Upstream(Protocol):
 
     def fill(self, snapshot: Snapshot, file: RemoteFile, token: str | None = None) -> BlobFill: ...
 
+    def blob_url(self, snapshot: Snapshot, file: RemoteFile, token: str | None = None) -> str | None:
+        """Where clients fetch the blob themselves (a presigned URL of an object store that holds the
+        store's blobs), once it is complete; None when this process serves the bytes (``blob``,
+        ``fill``)."""
+        ...
+
     def whole_only(self, snapshot: Snapshot, file: RemoteFile) -> bool:
         """True for a while after bytes of this blob were disowned: Range requests then get the whole
         file (200), so no client splices bytes it got from the failed fill with good ones."""
