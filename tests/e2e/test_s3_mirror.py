@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -130,3 +131,10 @@ def test_a_fill_lock_left_by_a_dead_process_is_taken_over(s3: SeaweedS3, hub: Hu
     finally:
         for k in s3.env:
             os.environ.pop(k, None)
+
+
+def test_a_size_budget_is_refused_for_a_mirror_on_a_bucket():
+    cmd = [sys.executable, "-m", "hubget", "serve", "--store", STORE, "--upstream", "http://127.0.0.1:9"]
+    proc = subprocess.run([*cmd, "--max-size", "1G"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "--max-size" in proc.stderr and "Traceback" not in proc.stderr

@@ -34,6 +34,7 @@ from hubget.hashing import READ_BLOCK
 from hubget.lfsrules import is_lfs_path, lfs_patterns
 from hubget.models import RemoteFile, RepoRef, RepoType, Snapshot
 from hubget.objectstore.localread import BytesReader, FileReader, PartReader, file_signature
+from hubget.objectstore.manifest import META_DIR
 from hubget.objectstore.s3 import S3Bucket, S3Url, parse_s3_url
 from hubget.objectstore.upload import DEFAULT_PART_SIZE, ObjectJob
 from hubget.paths import safe_relpath
@@ -153,6 +154,9 @@ def _folder_files(folder: Path, progress: ProgressSink) -> tuple[str, list[Remot
         rel, why = walk.refused[0]
         more = f" (and {len(walk.refused) - 1} more)" if len(walk.refused) > 1 else ""
         raise UsageError(f"{folder}: {rel} is {why}; not uploaded{more}")
+    clash = [f.rel for f in walk.files if f.rel.startswith(f"{META_DIR}/")]
+    if clash:  # (before anything is hashed)
+        raise UsageError(f"{folder}: {clash[0]} is under {META_DIR}/, where hubget keeps its manifest")
     patterns = lfs_patterns(folder)
     files: list[RemoteFile] = []
     local: dict[str, _Local] = {}
