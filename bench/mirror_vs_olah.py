@@ -19,11 +19,15 @@ start and end of every run: the machine may be shared.
 
 Clients, as each mirror's users must run them: hf_xet is installed and Xet is left on for hubget (its
 mirror drops ``xetHash`` and the ``X-Xet-*`` headers, so clients use plain HTTP against it). olah 0.5
-passes the upstream's Xet metadata through, so a client with hf_xet asks olah for a Xet token
-(``/api/models/{id}/xet-read-token/{rev}``, which olah forwards upstream) and then goes to the Xet CAS
-named there rather than through olah: the replica has no CAS, so that fails here (on huggingface.co
-the client bypasses the mirror). olah's users set ``HF_HUB_DISABLE_XET=1``; the benchmark runs olah
-that way at every N, and once with Xet on (N=1) to show the failure in the table.
+passes ``xetHash`` through in tree listings, and ``snapshot_download`` fetches such files with hf_xet:
+it asks olah for a Xet token (``/api/models/{id}/xet-read-token/{rev}``, which olah forwards upstream)
+and then goes to the Xet CAS named there, not through olah. The replica has no CAS, so that fails here
+(on huggingface.co the client would bypass the mirror). So olah's users set ``HF_HUB_DISABLE_XET=1``;
+and since a client waiting on another client's fill of a 64 MiB block gets no byte until the whole
+block is in olah's cache, which takes longer than huggingface_hub's 10 s read timeout when upstream
+connections are capped, they also raise ``HF_HUB_ETAG_TIMEOUT``/``HF_HUB_DOWNLOAD_TIMEOUT`` (to 60 s
+here). The ``olah`` rows run that way at every N; ``olah-timeouts`` (Xet off, default timeouts) runs at
+the largest N and ``olah-xet`` (Xet on) at the smallest, to show in the table how each fails.
 
 olah runs from its own virtualenv (``--olah-venv``, created with ``pip install olah==0.5.4`` if
 missing), configured by a TOML file pointing ``hf-scheme``/``hf-netloc``/``hf-lfs-netloc`` at the
@@ -96,11 +100,24 @@ class Mirror:
     note: str = ""
 
 
+# olah's followers get no byte of a 64 MiB block until its leader has fetched all of it (one upstream
+# connection), longer than huggingface_hub's 10 s read timeout on a capped upstream: its users raise it.
+OLAH_TIMEOUTS = {"HF_HUB_ETAG_TIMEOUT": "60", "HF_HUB_DOWNLOAD_TIMEOUT": "60"}
 MIRRORS = {
     "hubget": Mirror("hubget serve --upstream", "hubget", note="Xet on (hf_xet installed)"),
-    "olah": Mirror(f"olah {OLAH_VERSION}", "olah", NO_XET, "HF_HUB_DISABLE_XET=1"),
+    "olah": Mirror(
+        f"olah {OLAH_VERSION}",
+        "olah",
+        NO_XET | OLAH_TIMEOUTS,
+        "HF_HUB_DISABLE_XET=1, HF_HUB_ETAG_TIMEOUT=60, HF_HUB_DOWNLOAD_TIMEOUT=60",
+    ),
+    "olah-timeouts": Mirror(
+        f"olah {OLAH_VERSION}", "olah", NO_XET, "HF_HUB_DISABLE_XET=1, default timeouts (10 s)"
+    ),
     "olah-xet": Mirror(f"olah {OLAH_VERSION}", "olah", note="Xet on (hf_xet installed)"),
 }
+# Runs that only show how olah fails without what its users must set: at one N (0: every N).
+ONE_N = {"olah-timeouts": "max", "olah-xet": "min"}
 
 
 @dataclass
@@ -115,6 +132,7 @@ class Run:
     verified_clients: int = 0
     problems: list[str] = field(default_factory=list)
     error: str = ""
+    client_errors: list[str] = field(default_factory=list)  # the end of each failed client's output
     upstream_bytes: int = 0
     bytes_per_repo: float = 0.0
     hub_calls: int = 0
@@ -206,6 +224,7 @@ def clients_round(url: str, repo: BenchRepo, n: int, work: Path, env: dict[str, 
             # The client's last error line says why (the traceback above it is huggingface_hub's).
             tail = next((line for line in reversed(lines) if "Error" in line), lines[-1] if lines else "")
             run.problems.append(f"client {i}: {tail.strip()[:300]}")
+            run.client_errors.append("\n".join(lines[-12:]))
     run.wall_s = round(time.monotonic() - started, 2)
     for path in paths:
         verdict = verify_tree(path, repo)
@@ -345,7 +364,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"{result['upstream']['rtt'][1] * 1000:.0f} ms. Every client: huggingface_hub "
         f"{result['machine'].get('huggingface_hub', '?')} `snapshot_download`, own process, own empty cache.",
         "",
-        "| mirror | clients | client Xet | wall s | clients ok | upstream MB | upstream / repo "
+        "| mirror | clients | client settings | wall s | clients ok | upstream MB | upstream / repo "
         "| hub calls (API + resolve) | bridge calls | 429s | load 1/5/15 min (start -> end) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -413,9 +432,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--small", action="store_true", help="the 13 MB repo: a smoke run of a minute or two")
     ap.add_argument("--clients", default="1,4,8", help="numbers of concurrent clients")
-    ap.add_argument("--mirrors", default="hubget,olah,olah-xet", help=f"of {','.join(MIRRORS)}")
+    ap.add_argument("--mirrors", default="hubget,olah,olah-timeouts,olah-xet", help=f"of {','.join(MIRRORS)}")
     ap.add_argument(
-        "--xet-on-clients", type=int, default=1, help="clients of the olah-xet run (one N; 0: every N)"
+        "--every-n",
+        action="store_true",
+        help="olah-timeouts and olah-xet at every N too (default: at the largest and the smallest N)",
     )
     ap.add_argument("--rate-per-conn", type=float, default=8e6, help="bytes/s per upstream connection")
     ap.add_argument("--rtt", type=float, nargs=2, default=(0.020, 0.050), metavar=("MIN", "MAX"))
@@ -452,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for n in counts:
             for key in keys:
-                if key == "olah-xet" and args.xet_on_clients and n != args.xet_on_clients:
+                if key in ONE_N and not args.every_n and n != (max if ONE_N[key] == "max" else min)(counts):
                     continue
                 run, root = one_run(key, n, args, replica, repo, olah_cli)
                 runs.append(run)
