@@ -119,7 +119,7 @@ MIRRORS = {
     ),
     "olah-xet": Mirror(f"olah {OLAH_VERSION}", "olah", note="Xet on (hf_xet installed)"),
 }
-# Runs that only show how olah fails without what its users must set: at one N (0: every N).
+# Runs that only show how olah fails without what its users must set: at one N (--every-n: at all).
 ONE_N = {"olah-timeouts": "max", "olah-xet": "min"}
 
 
