@@ -65,6 +65,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_for_http(url: str, tries: int = 50) -> None:
+    """Until ``url`` answers (at most ``tries`` tenths of a second)."""
+    for _ in range(tries):
+        try:
+            urllib.request.urlopen(url, timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+
+
 def make_file(path: Path, size: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     block = os.urandom(8 * 1024 * 1024)
@@ -179,12 +189,7 @@ def main() -> None:
             with hub_server(root, extra_args=["--workers", str(args.workers)]) as hub:
                 hub_url = f"{hub}/bench/big/resolve/main/big.bin"
                 nginx_url = f"http://127.0.0.1:{port}/big.bin"
-                for _ in range(50):
-                    try:
-                        urllib.request.urlopen(nginx_url, timeout=1).close()
-                        break
-                    except OSError:
-                        time.sleep(0.1)
+                wait_for_http(nginx_url)
                 t0 = time.perf_counter()
                 urllib.request.urlopen(urllib.request.Request(hub_url, method="HEAD"), timeout=600).close()
                 first_hash = time.perf_counter() - t0

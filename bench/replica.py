@@ -82,6 +82,11 @@ def snapshot(replica: HubReplica) -> dict[str, Any]:
             "bytes": {o: c.bytes_sent[o] for o in (HUB, BRIDGE)},
         }
     out["requests"] = {o: sum(1 for r in records if r.origin == o) for o in (HUB, BRIDGE)}
+    per_file: dict[str, int] = {}
+    for r in records:
+        if r.origin == BRIDGE and r.file:
+            per_file[r.file[1]] = per_file.get(r.file[1], 0) + r.body_bytes
+    out["bridge_bytes"] = dict(sorted(per_file.items()))
     out["connections"] = {o: len({r.conn for r in records if r.origin == o}) for o in (HUB, BRIDGE)}
     statuses: dict[str, int] = {}
     for r in records:

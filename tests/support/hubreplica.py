@@ -3,9 +3,10 @@
 Two origins on 127.0.0.1 (ephemeral ports), each a threaded HTTP/1.1 server:
 
 - the **hub**: repo info (``/api/{type}s/{id}/revision/{rev}``), paginated tree (``Link: rel="next"``
-  with a ``cursor``), ``/resolve/`` (302 to a signed bridge URL for LFS/Xet files, 200 for regular
-  files), ``xet-read-token``, repo pages; ``X-Error-Code`` errors; gated and renamed repos; fixed-window
-  rate limits per bucket (``api``, ``resolvers``, ``pages``) with the IETF ``RateLimit`` headers;
+  with a ``cursor``), ``POST .../paths-info/{rev}``, ``/resolve/`` (302 to a signed bridge URL for
+  LFS/Xet files, 200 for regular files), ``xet-read-token``, repo pages; ``X-Error-Code`` errors; gated
+  and renamed repos; fixed-window rate limits per bucket (``api``, ``resolvers``, ``pages``) with the
+  IETF ``RateLimit`` headers;
 - the **bridge**: serves LFS/Xet blobs at signed URLs (HMAC-checked, expiring: 403 with S3 XML),
   Range (206 / 416), ``ETag: "<sha256>"``, and optionally CloudFront's "200 with the whole body to a
   Range request that accepts gzip".
@@ -57,7 +58,9 @@ DEFAULT_PAGE_SIZE = 1000  # the hub's tree page size (50 with expand=true)
 DEFAULT_URL_EXPIRY = 3600.0
 TEXT_SUFFIXES = (".json", ".txt", ".md", ".py", ".jsonl", ".yaml", ".yml", ".csv", ".gitattributes")
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
-_API = re.compile(r"^/api/(models|datasets|spaces)/(.+?)(?:/(revision|tree|xet-read-token)/(.*))?$")
+_API = re.compile(
+    r"^/api/(models|datasets|spaces)/(.+?)(?:/(revision|tree|paths-info|xet-read-token)/(.*))?$"
+)
 _RESOLVE = re.compile(r"^/(datasets/|spaces/)?(.+?)/resolve/([^/]+)/(.+)$")
 _PAGE = re.compile(r"^/(datasets/|spaces/)?([^/]+(?:/[^/]+)?)/?$")
 _TYPE_OF_PLURAL = {"models": "model", "datasets": "dataset", "spaces": "space"}
@@ -339,11 +342,12 @@ class HubReplica:
             self.counters.records.append(record)
             if auth is not None:
                 self.counters.auth_seen[record.origin].append(auth)
+        body = h.rfile.read(int(h.headers.get("Content-Length") or 0)) if h.command == "POST" else b""
         try:
-            if h.command == "POST":
+            if h.command == "POST" and not (record.origin == HUB and "/paths-info/" in h.path):
                 reply = _hub_error(405, None, "Method not allowed in this replica")
             elif record.origin == HUB:
-                reply = self._hub(h)
+                reply = self._hub(h, body)
             else:
                 reply = self._bridge(h)
         except Exception as exc:  # a replica bug must show as a 500, not a hung client
@@ -442,7 +446,7 @@ class HubReplica:
             reply.add("Retry-After", str(verdict.reset_in))
         return reply
 
-    def _hub(self, h: _Handler) -> _Reply:
+    def _hub(self, h: _Handler, body: bytes = b"") -> _Reply:
         parts = urlsplit(h.path)
         path, query = parts.path, dict(parse_qsl(parts.query))
         token, client, auth_error = self._client(h)
@@ -467,6 +471,8 @@ class HubReplica:
             reply = self._too_many(verdict)
         elif auth_error is not None:
             reply = auth_error
+        elif api and h.command == "POST":
+            reply = self._paths_info(api, h.headers.get("Content-Type") or "", body, token, path, parts.query)
         elif api:
             reply = self._api(api, query, token, path, parts.query)
         elif resolve:
@@ -521,6 +527,8 @@ class HubReplica:
         if isinstance(found, _Reply):
             return found
         repo, kind, rest = found, m.group(3), m.group(4) or ""
+        if kind == "paths-info":
+            return _hub_error(405, None, "paths-info takes POST")
         if kind == "tree":
             rev, _, sub = rest.partition("/")
             return self._tree(repo, unquote(rev), unquote(sub), query)
@@ -542,6 +550,28 @@ class HubReplica:
             ]
             return _json(200, body, extra)
         return _json(200, repo.info(self.hub_url))
+
+    def _paths_info(
+        self, m: re.Match[str], content_type: str, body: bytes, token: str | None, path: str, qs: str
+    ) -> _Reply:
+        """``POST /api/{type}s/{id}/paths-info/{rev}`` (form or JSON ``paths``): the tree entries of the
+        paths that exist, in the order asked; as public as the tree (gates guard the files only)."""
+        found = self._find(_TYPE_OF_PLURAL[m.group(1)], unquote(m.group(2)), token, path, qs)
+        if isinstance(found, _Reply):
+            return found
+        revision = unquote(m.group(4) or "")
+        if found.commit_for(revision) is None:
+            return _hub_error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+        if "json" in content_type:
+            try:
+                asked = json.loads(body or b"{}").get("paths", [])
+            except (ValueError, AttributeError):
+                return _hub_error(400, None, "Invalid JSON body")
+        else:
+            asked = [v for k, v in parse_qsl(body.decode(), keep_blank_values=True) if k == "paths"]
+        entries = {e["path"]: e for e in found.tree("", recursive=True) or []}
+        wanted = [str(p).strip("/") for p in (asked if isinstance(asked, list) else [asked])]
+        return _json(200, [entries[p] for p in wanted if p in entries])
 
     def _tree(self, repo: ReplicaRepo, revision: str, sub: str, query: dict[str, str]) -> _Reply:
         if repo.commit_for(revision) is None:

@@ -107,3 +107,26 @@ def test_verification_flags_a_wrong_or_missing_file(tmp_path: Path) -> None:
         "missing tokenizer.json",
         "model-00002-of-00002.safetensors: sha256 mismatch",
     ]
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="needs nginx")
+def test_mirror_bench_small_counts_upstream_and_verifies(tmp_path: Path) -> None:
+    """bench/mirror_vs_olah.py on the small repo with hubget's mirror only (olah is no test dependency):
+    two clients at once, every file verified, the replica's counters and the load recorded."""
+    out = tmp_path / "out.json"
+    cmd = [sys.executable, "bench/mirror_vs_olah.py", "--small", "--clients", "2", "--mirrors", "hubget"]
+    cmd += ["--warm-rounds", "1", "--work", str(tmp_path / "work"), "--data-dir", str(tmp_path / "data")]
+    cmd += ["--json", str(out), "--md", str(tmp_path / "out.md")]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=170)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    data = json.loads(out.read_text())
+    (run,) = data["runs"]
+    assert run["ok"] and run["verified_clients"] == run["clients"] == 2, run
+    assert 1.0 <= run["bytes_per_repo"] <= 1.1, run  # each byte fetched upstream about once
+    assert run["resolver_calls"] == data["repo"]["files"]  # one resolve per file for both clients
+    assert run["bridge_calls"] > 0 and len(run["loadavg_start"]) == 3
+    warm = data["warm"]
+    assert warm["upstream_requests"] == 0 and warm["mirror_mb_s"] > 0 and warm["nginx_mb_s"] > 0
+    assert "| hubget serve --upstream | 2 |" in (tmp_path / "out.md").read_text()
