@@ -272,6 +272,16 @@ def markdown(records: list[RunRecord], meta: dict[str, object], chart: str | Non
             if any(SCENARIOS[n].server == "replica" for n in all_sums if n in SCENARIOS)
             else []
         ),
+        *(
+            [
+                "In the scenarios served by nginx, nginx sends every file body itself (the API goes to "
+                "`hubget serve` behind it); a round-trip time is added there by a delaying TCP proxy in "
+                "front of it (bench/delay.py).",
+                "",
+            ]
+            if any(SCENARIOS[n].server == "nginx" for n in all_sums if n in SCENARIOS)
+            else []
+        ),
         "Reproduce: `python -m bench --scale full --repeat 3 --out docs` (`--help` for scenarios and peers).",
         "",
     ]
