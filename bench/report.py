@@ -248,6 +248,16 @@ def targets(all_sums: dict[str, dict[str, Summary]]) -> list[Target]:
     return out
 
 
+SERVER_NOTES = {  # said above the tables when a scenario of that server is in the report
+    "replica": "The realhub scenario is served by a replica of huggingface.co instead (bench/replica.py: "
+    "hub -> 302 -> Xet bridge, signed URLs, rate limits, every connection capped, a round-trip "
+    "time added), which also counts what each peer asked of it.",
+    "nginx": "In the scenarios served by nginx, nginx sends every file body itself (the API goes to "
+    "`hubget serve` behind it); a round-trip time is added there by a delaying TCP proxy in "
+    "front of it (bench/delay.py).",
+}
+
+
 def markdown(records: list[RunRecord], meta: dict[str, object], chart: str | None) -> str:
     all_sums = summarize(records)
     machine = meta.get("machine", {})
@@ -263,24 +273,10 @@ def markdown(records: list[RunRecord], meta: dict[str, object], chart: str | Non
         "hubget's (hubget `--source modelscope` for the modelscope rows): above 1x hubget is faster.",
         "",
         *(
-            [
-                "The realhub scenario is served by a replica of huggingface.co instead (bench/replica.py: "
-                "hub -> 302 -> Xet bridge, signed URLs, rate limits, every connection capped, a round-trip "
-                "time added), which also counts what each peer asked of it.",
-                "",
-            ]
-            if any(SCENARIOS[n].server == "replica" for n in all_sums if n in SCENARIOS)
-            else []
-        ),
-        *(
-            [
-                "In the scenarios served by nginx, nginx sends every file body itself (the API goes to "
-                "`hubget serve` behind it); a round-trip time is added there by a delaying TCP proxy in "
-                "front of it (bench/delay.py).",
-                "",
-            ]
-            if any(SCENARIOS[n].server == "nginx" for n in all_sums if n in SCENARIOS)
-            else []
+            line
+            for kind, note in SERVER_NOTES.items()
+            if any(SCENARIOS[n].server == kind for n in all_sums if n in SCENARIOS)
+            for line in (note, "")
         ),
         "Reproduce: `python -m bench --scale full --repeat 3 --out docs` (`--help` for scenarios and peers).",
         "",
