@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -299,8 +300,11 @@ class NginxOrigin(_Nginx):
         (prefix / "etags.conf").write_text("\n".join(conf_maps) + "\n")
         upstream = hub.url.split("://", 1)[1].rstrip("/")
         conf = prefix / "nginx.conf"
+        # Workers run as "nobody" when the master is root, and could not read a private folder.
+        user = f"user {pwd.getpwuid(os.geteuid()).pw_name};\n" if os.geteuid() == 0 else ""
         conf.write_text(
-            NGINX_ORIGIN_CONF.format(
+            user
+            + NGINX_ORIGIN_CONF.format(
                 prefix=prefix, upstream=upstream, port=self.port, locations="".join(locations)
             )
         )
