@@ -29,6 +29,7 @@ class Summary:
     killed_at: float = 0.0
     disk: float = 0.0
     errors: tuple[str, ...] = ()
+    loads: tuple[float, ...] = ()  # 1-minute load average at the start and end of every run
 
     @property
     def mbps(self) -> float:
@@ -58,6 +59,7 @@ def summarize(records: Iterable[RunRecord]) -> dict[str, dict[str, Summary]]:
             killed_at=statistics.median(r.killed_at_bytes for r in use),
             disk=statistics.median(getattr(r, "disk_bytes", 0) for r in use),
             errors=errors,
+            loads=tuple(x for r in runs for x in (r.loadavg, r.loadavg_end) if x),
         )
     return out
 
@@ -132,6 +134,12 @@ def scenario_table(name: str, sums: dict[str, Summary]) -> list[str]:
                 f"| {s.peak_rss / MB:.0f} | {_num(s.fetched / MB)} "
                 f"| {_fmt_ratio(speedup(sums, peer), peer)} |"
             )
+    if sums_loads := [x for s in sums.values() for x in s.loads]:
+        lines += [
+            "",
+            f"Load average (1 min) at the start and end of these runs: median "
+            f"{statistics.median(sums_loads):.1f}, range {min(sums_loads):.1f} to {max(sums_loads):.1f}.",
+        ]
     failures = [(p, e) for p in _order(files) for e in files[p].errors if e]
     if failures:
         lines.append("")
@@ -209,6 +217,17 @@ def targets(all_sums: dict[str, dict[str, Summary]]) -> list[Target]:
             "hubget vs huggingface_hub, small-files dataset", 2.0, ratio("small-files", "huggingface_hub")
         ),
     ]
+    # Issue 17: many small files from `hubget serve`, from nginx, and from nginx 50 ms away.
+    for scenario in ("small-files", "small-files-nginx"):
+        if scenario != "small-files":
+            out.append(
+                Target(f"hubget vs huggingface_hub, {scenario}", 2.0, ratio(scenario, "huggingface_hub"))
+            )
+        out.append(Target(f"hubget vs aria2c, {scenario}", 1.0, ratio(scenario, "aria2c")))
+    out.append(
+        Target("hubget vs huggingface_hub, small-files-rtt", 4.0, ratio("small-files-rtt", "huggingface_hub"))
+    )
+    out = [t for t in out if t.value is not None or "small-files-" not in t.text]
     for scenario in ("large", "sharded", "small-files", "capped"):
         out.append(Target(f"hubget vs modelscope defaults, {scenario}", 2.0, ratio(scenario, "modelscope")))
     if "realhub" in all_sums:  # issue 12: against a replica of huggingface.co
@@ -229,6 +248,16 @@ def targets(all_sums: dict[str, dict[str, Summary]]) -> list[Target]:
     return out
 
 
+SERVER_NOTES = {  # said above the tables when a scenario of that server is in the report
+    "replica": "The realhub scenario is served by a replica of huggingface.co instead (bench/replica.py: "
+    "hub -> 302 -> Xet bridge, signed URLs, rate limits, every connection capped, a round-trip "
+    "time added), which also counts what each peer asked of it.",
+    "nginx": "In the scenarios served by nginx, nginx sends every file body itself (the API goes to "
+    "`hubget serve` behind it); a round-trip time is added there by a delaying TCP proxy in "
+    "front of it (bench/delay.py).",
+}
+
+
 def markdown(records: list[RunRecord], meta: dict[str, object], chart: str | None) -> str:
     all_sums = summarize(records)
     machine = meta.get("machine", {})
@@ -244,14 +273,10 @@ def markdown(records: list[RunRecord], meta: dict[str, object], chart: str | Non
         "hubget's (hubget `--source modelscope` for the modelscope rows): above 1x hubget is faster.",
         "",
         *(
-            [
-                "The realhub scenario is served by a replica of huggingface.co instead (bench/replica.py: "
-                "hub -> 302 -> Xet bridge, signed URLs, rate limits, every connection capped, a round-trip "
-                "time added), which also counts what each peer asked of it.",
-                "",
-            ]
-            if any(SCENARIOS[n].server == "replica" for n in all_sums if n in SCENARIOS)
-            else []
+            line
+            for kind, note in SERVER_NOTES.items()
+            if any(SCENARIOS[n].server == kind for n in all_sums if n in SCENARIOS)
+            for line in (note, "")
         ),
         "Reproduce: `python -m bench --scale full --repeat 3 --out docs` (`--help` for scenarios and peers).",
         "",

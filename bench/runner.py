@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.data import SCALES, BenchRepo, ensure_repo
+from bench.delay import DelayServer
 from bench.measure import Measured, run_measured
 from bench.peers import PEERS, REPO_ROOT
 from bench.replica import ReplicaServer
 from bench.scenarios import SCENARIOS, Scenario
-from bench.servers import CappedProxy, HubServer
+from bench.servers import CappedProxy, HubServer, NginxOrigin
 from bench.verify import verify_tree
 
 
@@ -48,7 +49,7 @@ class RunRecord:
     hub: dict[str, Any] = field(default_factory=dict)
 
 
-Origin = HubServer | ReplicaServer  # what serves the bytes; both count them (``bytes_sent()``)
+Origin = HubServer | ReplicaServer | NginxOrigin  # what serves the bytes; each counts them (``bytes_sent()``)
 
 
 def child_env(work: Path, endpoint: str) -> dict[str, str]:
@@ -109,7 +110,7 @@ class Bench:
             if sc.repo not in repos:
                 repo = repos[sc.repo] = ensure_repo(self.root, sc.repo, self.scale)
                 self.log(f"repo {repo.repo_id}: {len(repo.files)} files, {repo.total_bytes / 1e6:,.1f} MB")
-        served = [n for n in scenario_names if SCENARIOS[n].server == "serve"]
+        served = [n for n in scenario_names if SCENARIOS[n].server in ("serve", "nginx")]
         server = HubServer(self.root, self.root.parent / "server.log") if served else None
         try:
             for repo_name in {SCENARIOS[n].repo for n in served}:
@@ -138,16 +139,23 @@ class Bench:
                     self.on_record(rec)
 
     def _scenario(self, sc: Scenario, repo: BenchRepo, server: HubServer) -> None:
-        proxy = None
-        endpoint = server.url
-        if sc.capped:
-            proxy = CappedProxy(server.url, self.sizes.cap_per_conn, self.work / "nginx")
-            endpoint = proxy.url
+        proxy = delay = None
+        origin: Origin = server
+        self.work.mkdir(parents=True, exist_ok=True)
         try:
-            self._repetitions(sc, repo, endpoint, server)
+            if sc.server == "nginx":
+                origin = proxy = NginxOrigin(server, [repo], self.work / f"nginx-{sc.name}")
+            elif sc.capped:
+                proxy = CappedProxy(server.url, self.sizes.cap_per_conn, self.work / "nginx")
+            endpoint = proxy.url if proxy is not None else server.url
+            if sc.rtt[1] > 0:
+                delay = DelayServer(endpoint, sc.rtt, self.work / f"delay-{sc.name}.log")
+                endpoint = delay.url
+            self._repetitions(sc, repo, endpoint, origin)
         finally:
-            if proxy is not None:
-                proxy.stop()
+            for s in (delay, proxy):
+                if s is not None:
+                    s.stop()
 
     def _replica_scenario(self, sc: Scenario, repo: BenchRepo) -> None:
         self.work.mkdir(parents=True, exist_ok=True)
@@ -248,7 +256,7 @@ def _line(r: RunRecord) -> str:
     return (
         f"  {r.scenario:12} {r.peer:20} rep{r.rep} {r.wall:7.2f}s {mbps:8.1f} MB/s cpu {r.cpu:6.2f}s "
         f"rss {r.peak_rss / 1e6:6.1f}MB fetched {r.bytes_fetched / 1e6:8.1f}MB{extra} "
-        f"load {r.loadavg:.1f} {status}"
+        f"load {r.loadavg:.1f}-{r.loadavg_end:.1f} {status}"
     )
 
 

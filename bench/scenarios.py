@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 ALL_HF = ("hubget", "huggingface_hub", "hf_transfer", "aria2c")
 ALL_MS = ("hubget-ms", "modelscope", "modelscope-parallel")
+SMALL_RTT_PEERS = ("hubget", "huggingface_hub", "aria2c")
 REALHUB_PEERS = ("hubget", "huggingface_hub", "hf_transfer-0.26", "aria2c-hfd")
 
 
@@ -17,11 +18,14 @@ class Scenario:
     peers: tuple[str, ...]
     capped: bool = False  # every connection through nginx limit_rate
     resume: bool = False  # kill at half the bytes, then run again to the end
-    # "serve": `hubget serve` (nginx in front when capped); "replica": the hub replica (bench/replica.py),
-    # hub -> 302 -> Xet bridge, every connection capped at ``rate_per_conn``, ``rtt`` added.
+    # "serve": `hubget serve` (nginx in front when capped); "nginx": nginx sends the file bodies itself
+    # (bench.servers.NginxOrigin), `hubget serve` behind it answers the API; "replica": the hub replica
+    # (bench/replica.py), hub -> 302 -> Xet bridge, every connection capped at ``rate_per_conn``.
     server: str = "serve"
     rate_per_conn: int = 0  # bytes/s, replica only
-    rtt: tuple[float, float] = (0.0, 0.0)  # seconds, drawn per connection, replica only
+    # Seconds, drawn per connection: the replica adds them itself; for "serve" and "nginx" a delaying
+    # TCP proxy (bench/delay.py) in front of the server does, with 2 more for the handshakes.
+    rtt: tuple[float, float] = (0.0, 0.0)
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -30,6 +34,21 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("large", "one large file", "large-file", ALL_HF + ALL_MS),
         Scenario("sharded", "7B-chat-shaped repo, safetensors + bin", "chat-7b-scaled", ALL_HF + ALL_MS),
         Scenario("small-files", "dataset of many small files", "small-files", ALL_HF + ALL_MS),
+        Scenario(
+            "small-files-nginx",
+            "dataset of many small files, bodies sent by nginx",
+            "small-files",
+            ALL_HF,
+            server="nginx",
+        ),
+        Scenario(
+            "small-files-rtt",
+            "dataset of many small files, bodies sent by nginx, RTT 50 ms",
+            "small-files",
+            SMALL_RTT_PEERS,
+            server="nginx",
+            rtt=(0.050, 0.050),
+        ),
         Scenario(
             "capped",
             "chat repo (smaller shards), capped connections",

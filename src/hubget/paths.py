@@ -38,20 +38,27 @@ def safe_relpath(name: str) -> str:
     return name
 
 
-def join_inside(root: Path, relpath: str) -> Path:
+def join_inside(root: Path, relpath: str, checked: set[Path] | None = None) -> Path:
     """Join a checked relative path below ``root`` and make sure no existing symlinked folder on
     the way leads outside ``root``. Returns the joined path (which may not exist yet).
 
     The last component may be a symlink: files are only ever replaced with ``os.replace``,
-    which swaps the link itself and never writes through it."""
+    which swaps the link itself and never writes through it. ``checked``: folders found to be
+    real folders by earlier calls (a caller joining thousands of paths below one root keeps it);
+    the folders checked now are added."""
     safe_relpath(relpath)
-    root_real = Path(os.path.realpath(root))
     target = root / relpath
     probe = root
+    root_real: Path | None = None
     for part in relpath.split("/")[:-1]:
         probe = probe / part
+        if checked is not None and probe in checked:
+            continue
         if probe.is_symlink():
+            root_real = root_real or Path(os.path.realpath(root))
             real = Path(os.path.realpath(probe))
             if real != root_real and root_real not in real.parents:
                 raise UnsafePathError(f"{relpath}: a symlink on the way leads outside {root}")
+        elif checked is not None and probe.is_dir():
+            checked.add(probe)
     return target

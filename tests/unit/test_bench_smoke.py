@@ -14,7 +14,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 PEERS = ("hubget", "huggingface_hub", "aria2c")
-SCENARIOS = ("large", "small-files", "capped")
+SCENARIOS = ("large", "small-files", "capped", "small-files-rtt")  # the last: nginx origin, 50 ms RTT
 
 
 @pytest.mark.timeout(240)

@@ -7,17 +7,16 @@ fetch it (one lock per blob against other processes) and commits every verified 
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
-
 from hubget.errors import EntryNotFoundError
 from hubget.filters import filter_paths
 from hubget.layouts.base import Layout
-from hubget.layouts.locks import try_lock, wait_lock
+from hubget.layouts.locks import take_locks, wait_lock
 from hubget.models import RemoteFile, RepoRef, Snapshot
 from hubget.sources.base import Source
 from hubget.transfer.jobs import FileJob, ProgressSink
@@ -146,18 +145,15 @@ def fetch_snapshot(
         connections=connections,
         stall_timeout=(engine_options or {}).get("stall_timeout"),
     )
-    held: dict[Path, FileLock] = {}
+    lock_files = {f.path: _lock_path(layout, f) for f in missing}
+    # One lock per blob, all taken up front (a flock each); a blob another process holds waits below.
+    held, busy = take_locks(p for p in lock_files.values() if p is not None)
+    taken = set(busy)
     ready: list[RemoteFile] = []
     deferred: list[RemoteFile] = []
     for f in missing:
-        lock_file = _lock_path(layout, f)
-        if lock_file is not None and lock_file not in held:
-            lock = try_lock(lock_file)
-            if lock is None:
-                deferred.append(f)  # another process is on it; see below
-                continue
-            held[lock_file] = lock
-        ready.append(f)  # (files sharing a blob with one already locked ride along)
+        # (files sharing a blob with one already locked ride along)
+        (deferred if lock_files[f.path] in taken else ready).append(f)
     try:
         _download(engine, layout, snapshot, ready, statuses, xet, refresher)
     finally:
@@ -197,22 +193,34 @@ def _download(
     if not files:
         return
     # Files with the same content share one target (the HF cache's blob): fetch it once.
-    unique: dict[Path, RemoteFile] = {}
+    sharing: dict[Path, list[RemoteFile]] = {}
     for f in files:
-        unique.setdefault(layout.target(snapshot, f), f)
-    jobs = [_job(layout, snapshot, f, refresher) for f in unique.values()]
+        sharing.setdefault(layout.target(snapshot, f), []).append(f)
+    jobs = [_job(layout, snapshot, group[0], refresher) for group in sharing.values()]
+    committed: set[str] = set()
+    if getattr(layout, "commit_when_placed", False):
+        # Links made by the finisher threads as each file lands, not one by one after the last.
+        for job, group in zip(jobs, sharing.values(), strict=True):
+            job.on_placed = functools.partial(_commit_group, layout, snapshot, group, committed)
     try:
         results = engine.run(jobs)
     except BaseException:
         # Keep what did finish: commit every file that is now complete, then report the failure.
         for f in files:
             with contextlib.suppress(Exception):
-                if layout.is_complete(snapshot, f):
+                if f.path not in committed and layout.is_complete(snapshot, f):
                     layout.commit(snapshot, f)
         raise
     by_label = {r.job.label: r for r in results}
     for f in files:
-        layout.commit(snapshot, f)
+        if f.path not in committed:
+            layout.commit(snapshot, f)
         if result := by_label.get(f.path):
             statuses[f.path].bytes_fetched = result.bytes_fetched
             statuses[f.path].sources = dict(result.sources)
+
+
+def _commit_group(layout: Layout, snapshot: Snapshot, group: list[RemoteFile], committed: set[str]) -> None:
+    for f in group:
+        layout.commit(snapshot, f)
+        committed.add(f.path)

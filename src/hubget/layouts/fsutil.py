@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
@@ -21,11 +22,24 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def relative_symlink(blob: Path, link: Path) -> None:
-    """Point ``link`` at ``blob`` with a relative symlink, replacing what was there; copy the blob
-    where the filesystem has no symlinks."""
-    link.parent.mkdir(parents=True, exist_ok=True)
-    rel = os.path.relpath(blob, link.parent)
+def relative_symlink(blob: Path, link: Path, rel: str | None = None, *, parent_ready: bool = False) -> None:
+    """Point ``link`` at ``blob`` with a relative symlink (``rel``, when the caller knows it),
+    replacing what was there; copy the blob where the filesystem has no symlinks.
+
+    A new link is one ``symlink``; one already pointing at ``blob`` is left as it is."""
+    if not parent_ready:
+        link.parent.mkdir(parents=True, exist_ok=True)
+    if rel is None:
+        rel = os.path.relpath(blob, link.parent)
+    try:
+        os.symlink(rel, link)
+        return
+    except FileExistsError:
+        with contextlib.suppress(OSError):
+            if os.readlink(link) == rel:
+                return
+    except OSError:
+        pass  # no symlinks here, or a name in the way: the general path below
     tmp = link.with_name(f".{link.name}.hubget-link")
     tmp.unlink(missing_ok=True)
     try:

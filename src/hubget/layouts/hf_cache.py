@@ -34,10 +34,15 @@ def blob_lock_path(cache_dir: Path, repo_folder: str, etag: str) -> Path:
 
 
 class HfCacheLayout:
+    # ``commit`` may run on the engine's finisher threads, each file as soon as its blob is in place.
+    commit_when_placed = True
+
     def __init__(self, ref: RepoRef, cache_dir: Path | str | None = None) -> None:
         self.ref = ref
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else config.hf_hub_cache()
         self.repo_dir = self.cache_dir / repo_folder_name(ref.repo_id, ref.repo_type)
+        self._folders: set[Path] = set()  # snapshot folders made by this layout (one mkdir each)
+        self._checked: set[Path] = set()  # folders join_inside found to be no symlink
 
     # where things go
     def blob(self, file: RemoteFile) -> Path:
@@ -50,7 +55,7 @@ class HfCacheLayout:
         return self.repo_dir / "snapshots" / commit
 
     def pointer(self, snapshot: Snapshot, file: RemoteFile) -> Path:
-        return join_inside(self.snapshot_dir(snapshot.commit), safe_relpath(file.path))
+        return join_inside(self.snapshot_dir(snapshot.commit), safe_relpath(file.path), self._checked)
 
     # Layout protocol
     def target(self, snapshot: Snapshot, file: RemoteFile) -> Path:
@@ -69,7 +74,15 @@ class HfCacheLayout:
         return file.size is None or st.st_size == file.size
 
     def commit(self, snapshot: Snapshot, file: RemoteFile) -> None:
-        relative_symlink(self.blob(file), self.pointer(snapshot, file))
+        link = self.pointer(snapshot, file)
+        # snapshots/{commit}/{path} -> ../../blobs/{etag}, one "../" more per folder of the path
+        # (what os.path.relpath gives, without its getcwd and path splitting for every file).
+        rel = "../" * (file.path.count("/") + 2) + f"blobs/{file.etag}"
+        folder = link.parent
+        if folder not in self._folders:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._folders.add(folder)
+        relative_symlink(self.blob(file), link, rel, parent_ready=True)
 
     def finalize(self, snapshot: Snapshot) -> Path:
         self.cache_dir.mkdir(parents=True, exist_ok=True)

@@ -20,18 +20,21 @@ from pathlib import Path
 from hubget import config
 from hubget.errors import DiskError, HubgetError, IntegrityError
 from hubget.transfer.connection import RangeFetcher
-from hubget.transfer.filetask import FileTask
+from hubget.transfer.filetask import FileTask, sweep_folder
 from hubget.transfer.http import HttpClient
 from hubget.transfer.jobs import FileJob, FileResult, ProgressSink
 from hubget.transfer.ranges import IntervalSet
-from hubget.transfer.scheduler import SPLIT_MIN, Limits, Scheduler
+from hubget.transfer.scheduler import SMALL_WEIGHT, SPLIT_MIN, Limits, Scheduler
 
 MiB = 1024 * 1024
 MAX_CONNECTIONS = 64  # default ceiling on the connections of one run (all files together)
 BUFFER_BUDGET = 48 * MiB  # read buffers of all workers together, at most
 # Files from this size up start as one stream that idle connections may split when it is slow.
 STREAM_SPLIT = 2 * SPLIT_MIN
-FINISHERS = 4  # threads that verify, fsync and rename finished files, off the download workers' path
+# Threads that verify, fsync and rename finished files, off the download workers' path. Many, for
+# many small files: the journal commits fsyncs that wait at the same time together (measured on
+# ext4 here: 4.3 ms per file one at a time, 1.6 ms with 4 threads, 0.4 ms with 16).
+FINISHERS = 16
 
 
 class Engine:
@@ -100,6 +103,9 @@ class Engine:
         once every other file has finished or failed (what finished stays in place)."""
         tasks = [FileTask(job, i) for i, job in enumerate(jobs)]
         self._check_disk(tasks)
+        # Files without resume state write under private names: what killed runs left, one listing.
+        for folder in {t.partial.parent for t in tasks if not t.can_resume()}:
+            sweep_folder(folder)
         self._sched = Scheduler(tasks, self.limits(), self.progress, self.client.backoff)
         self._fetcher = RangeFetcher(
             self._sched,
@@ -116,7 +122,7 @@ class Engine:
         # for a middling one (split when connections turn out slow), one for a small one.
         per_file = [self._threads_for(t.size or 0) for t in tasks]
         singles = sum(1 for n in per_file if n == 1)
-        wanted = sum(n for n in per_file if n > 1) + min(singles, 2 * self.max_workers)
+        wanted = sum(n for n in per_file if n > 1) + min(singles, SMALL_WEIGHT * self.max_workers)
         nthreads = max(1, min(self.max_connections, wanted))
         # Buffers are allocated on first use and sized so that all of them together stay bounded.
         self._buf_cap = min(self.buffer_size, max(256 * 1024, BUFFER_BUDGET // nthreads))
@@ -253,6 +259,8 @@ class Engine:
                 self._sched.fail(task, DiskError(f"{task.label}: {e}"))
             self._cleanup(task)
             return
+        if task.job.on_placed is not None:
+            task.job.on_placed()
         self.progress.file_done(task.label)
         result = FileResult(
             job=task.job,

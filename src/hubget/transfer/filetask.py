@@ -33,6 +33,7 @@ DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG}
 PARTIAL_SUFFIX = ".hubget-partial"
 # A writer on another machine (shared filesystem) counts as alive while its resume state is this fresh.
 REMOTE_OWNER_FRESH = 120.0
+NO_RESUME_BELOW = 1024 * 1024  # bytes; smaller files are fetched whole again after an interruption
 
 _HOST = socket.gethostname()
 _HOST_TAG = hashlib.sha1(_HOST.encode()).hexdigest()[:8]
@@ -90,6 +91,31 @@ def _private_token() -> str:
     return f"{_HOST_TAG}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
+def _orphan(token: str) -> bool:
+    """Whether a private temp name's token names a dead process of this machine."""
+    host_tag, _, rest = token.partition("-")
+    pid_text, _, nonce = rest.partition("-")
+    if host_tag != _HOST_TAG or not pid_text.isdigit() or not nonce or "." in nonce:
+        return False
+    return int(pid_text) != os.getpid() and not _pid_alive(int(pid_text))
+
+
+def sweep_folder(folder: Path) -> None:
+    """Remove every private temp file (``<base>.<token>.hubget-partial``) in ``folder`` left by a dead
+    process of this machine: one listing for all the small files of a run, which keep no resume state."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        if not name.endswith(PARTIAL_SUFFIX):
+            continue
+        token = name[: -len(PARTIAL_SUFFIX)].rpartition(".")[2]
+        if _orphan(token):
+            with contextlib.suppress(OSError):
+                os.unlink(folder / name)
+
+
 def sweep_orphans(partial: Path) -> None:
     """Remove private temp files of ``partial`` left by dead processes of this machine (SIGKILL)."""
     probe = private_name(partial, "\0")
@@ -102,11 +128,7 @@ def sweep_orphans(partial: Path) -> None:
         if not (name.startswith(head) and name.endswith(tail)) or len(name) <= len(head) + len(tail):
             continue
         token = name[len(head) : len(name) - len(tail)] if tail else name[len(head) :]
-        host_tag, _, rest = token.partition("-")
-        pid_text, _, nonce = rest.partition("-")
-        if host_tag != _HOST_TAG or not pid_text.isdigit() or not nonce or "." in nonce:
-            continue
-        if int(pid_text) != os.getpid() and not _pid_alive(int(pid_text)):
+        if _orphan(token):
             with contextlib.suppress(OSError):
                 os.unlink(partial.parent / name)
 
@@ -282,7 +304,9 @@ class FileTask:
     # -- opening --------------------------------------------------------------------------
 
     def can_resume(self) -> bool:
-        return self.job.expected_hash is not None and self.size is not None
+        """Files below ``NO_RESUME_BELOW`` keep no resume state: fetching one again costs less than
+        the state's writes and reads, and it is written under a private name (see ``open``)."""
+        return self.job.expected_hash is not None and self.size is not None and self.size >= NO_RESUME_BELOW
 
     def peek_resumable(self) -> int:
         """Bytes a matching partial already holds (for the up-front disk check), without opening it."""

@@ -35,6 +35,9 @@ class FileJob:
     # The server's rate-limit bucket that requests to ``url`` itself count against (the Hugging Face
     # Hub's "resolvers"); a location it redirects to counts against none.
     rate_bucket: str | None = None
+    # Called by the engine's finisher thread once the verified bytes are at ``dest`` (e.g. a cache's
+    # links to them, made while other files still download); an exception fails the file.
+    on_placed: Callable[[], None] | None = None
 
     @property
     def partial_path(self) -> Path:

@@ -26,6 +26,7 @@ SPLIT_SECONDS = 1.0  # a file one connection would need longer than this for is 
 SPLIT_MIN = 2 * MiB  # ...but never a file smaller than this (latency, not bandwidth, dominates)
 CHUNK_MIN = 1 * MiB  # the smallest range a split file is cut into
 RATE_SAMPLE_MIN = 512 * 1024  # requests smaller than this say more about latency than bandwidth
+SMALL_WEIGHT = 4  # an open large (or ranged) file takes the slots of this many small ones
 
 
 @dataclass(frozen=True)
@@ -124,9 +125,10 @@ class Scheduler:
     def slots(self, task: FileTask) -> bool:
         """Whether ``task`` may be opened now (engine lock held).
 
-        ``max_workers`` large files download at once, or twice as many small ones (a small file
-        holds one connection, and its latency, not bandwidth, is what overlapping hides). Files
-        being finished (verify, fsync, rename) hold no slot, up to a bounded backlog.
+        ``max_workers`` large files download at once, or four times as many small ones (a small
+        file holds one connection, and its latency, not bandwidth, is what overlapping hides: 50 ms
+        away, 32 files at once fetch 2,000 in about 3 s). Files being finished (verify, fsync,
+        rename) hold no slot, up to a bounded backlog.
         """
         weight = 0
         finishing = 0
@@ -134,9 +136,10 @@ class Scheduler:
             if t.status == "finishing":
                 finishing += 1
             else:
-                weight += 2 if t.ranged or (t.size or 0) >= self.limits.split_threshold else 1
-        need = 2 if (task.size or 0) >= self.limits.split_threshold else 1
-        return weight + need <= 2 * self.limits.max_workers and finishing < 4 * self.limits.max_workers
+                weight += SMALL_WEIGHT if t.ranged or (t.size or 0) >= self.limits.split_threshold else 1
+        need = SMALL_WEIGHT if (task.size or 0) >= self.limits.split_threshold else 1
+        limit = SMALL_WEIGHT * self.limits.max_workers
+        return weight + need <= limit and finishing < limit
 
     def widen(self, task: FileTask, now: float) -> bool:
         """Give a ranged file more connections when its own are slow and the run has some to spare
