@@ -129,10 +129,10 @@ class Response:
                 if len(buf) > fp.length:
                     buf = memoryview(buf)[: fp.length]
             n = fp.fp.readinto1(buf)
-            # A read shorter than asked left the BufferedReader empty (it hands out what it holds,
-            # then reads the socket): the socket itself holds the rest of the body. A read that
-            # filled ``buf`` may have left bytes behind in it.
-            self._drained = n < len(buf)
+            # Whether the BufferedReader is left empty, so the socket itself holds the rest of the
+            # body: it hands out what it holds, and a request larger than its buffer then reads the
+            # socket straight into ``buf``; a smaller one that it filled may have left bytes behind.
+            self._drained = n < len(buf) or len(buf) > io.DEFAULT_BUFFER_SIZE
             if fp.length is not None:
                 fp.length -= n
                 if n == 0:
