@@ -1,10 +1,11 @@
 """One connection's work: fetch one segment of a file and write it in place.
 
 ``RangeFetcher.run_segment`` sends the request (a byte range, or the whole file), checks the answer
-against what was asked (status, ``Content-Range``, length, encoding), reads the body with
-``readinto`` into the worker's buffer and ``pwrite``s it at its offset, and tells the scheduler how
-it went. A signed URL that expired (403/410) is refreshed once per file; a server that ignores
-Range restarts the file as one stream; a stall or a short body is retried by the scheduler.
+against what was asked (status, ``Content-Range``, length, encoding), reads the body into the
+worker's buffer (a buffer filled, then one ``pwrite`` at its offset) or, for a ranged file over plain
+HTTP, moves it socket -> pipe -> file with ``os.splice``, and tells the scheduler how it went. A
+signed URL that expired (403/410) is refreshed once per file; a server that ignores Range restarts
+the file as one stream; a stall or a short body is retried by the scheduler.
 """
 
 from __future__ import annotations
