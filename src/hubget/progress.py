@@ -5,20 +5,13 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import TextIO
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+from typing import TYPE_CHECKING, TextIO
 
 from hubget.transfer.jobs import ProgressSink
+
+if TYPE_CHECKING:  # rich is imported when a terminal shows bars, not by every command that starts
+    from rich.console import Console
+    from rich.progress import TaskID
 
 MAX_FILE_BARS = 6
 
@@ -37,6 +30,16 @@ class RichProgress(ProgressSink):
     """Total bytes, speed and ETA, plus a bar for each of the few most recent active files."""
 
     def __init__(self, console: Console | None = None) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
         self.console = console or Console(stderr=True)
         self.progress = Progress(
             TextColumn("{task.description}", justify="left"),

@@ -532,3 +532,35 @@ def test_503_storm_costs_a_bounded_number_of_requests_per_range(server, tmp_path
     per_range = len(server.requests_for("/storm")) / len(ranges)
     assert per_range <= 8, per_range
     assert not (tmp_path / "storm").exists()
+
+
+def test_ranged_bodies_are_spliced_into_the_partial(server, tmp_path, monkeypatch):
+    """Plain HTTP, ranged file: the bytes go socket -> pipe -> file (os.splice), in order."""
+    data = blob(6 * MiB)
+    server.add("/sp", data)
+    calls = {"n": 0}
+    real = os.splice
+
+    def counting(*args, **kw):
+        calls["n"] += 1
+        return real(*args, **kw)
+
+    monkeypatch.setattr(os, "splice", counting)
+    small_engine(buffer_size=256 * KiB).run([job(server, "/sp", data, tmp_path / "sp")])
+    assert (tmp_path / "sp").read_bytes() == data
+    assert calls["n"] > 0
+
+
+def test_a_filesystem_without_splice_gets_the_bytes_written(server, tmp_path, monkeypatch):
+    data = blob(6 * MiB)
+    server.add("/ns", data)
+    real = os.splice
+
+    def no_splice_to_files(src, dst, count, offset_src=None, offset_dst=None, flags=0):
+        if offset_dst is not None:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real(src, dst, count, offset_src, offset_dst, flags)
+
+    monkeypatch.setattr(os, "splice", no_splice_to_files)
+    small_engine(buffer_size=256 * KiB).run([job(server, "/ns", data, tmp_path / "ns")])
+    assert (tmp_path / "ns").read_bytes() == data

@@ -1,14 +1,18 @@
 """One connection's work: fetch one segment of a file and write it in place.
 
 ``RangeFetcher.run_segment`` sends the request (a byte range, or the whole file), checks the answer
-against what was asked (status, ``Content-Range``, length, encoding), reads the body with
-``readinto`` into the worker's buffer and ``pwrite``s it at its offset, and tells the scheduler how
-it went. A signed URL that expired (403/410) is refreshed once per file; a server that ignores
-Range restarts the file as one stream; a stall or a short body is retried by the scheduler.
+against what was asked (status, ``Content-Range``, length, encoding), reads the body into the
+worker's buffer (a buffer filled, then one ``pwrite`` at its offset) or, for a ranged file over plain
+HTTP, moves it socket -> pipe -> file with ``os.splice``, and tells the scheduler how it went. A
+signed URL that expired (403/410) is refreshed once per file; a server that ignores Range restarts
+the file as one stream; a stall or a short body is retried by the scheduler.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import time
 
 from hubget.errors import (
@@ -28,6 +32,8 @@ from hubget.transfer.scheduler import Scheduler
 
 MiB = 1024 * 1024
 RANGE_CLIENT_RETRIES = 1  # client retries inside one engine attempt at a range (see _fetch)
+FILL_SECONDS = 0.1  # a read fills the buffer (or pipe) for at most this long before it is written
+PIPE_SIZE = 1 * MiB  # what a splice pipe is asked to hold (the kernel may give less)
 
 
 class _Aborted(Exception):
@@ -52,6 +58,29 @@ class _Attempt:
     def __init__(self, seg: Segment, gen: int) -> None:
         self.seg = seg
         self.gen = gen
+
+
+class _Pipe:
+    """A pipe for ``os.splice`` from a socket into the partial file, as large as the kernel allows."""
+
+    def __init__(self, r: int, w: int, size: int) -> None:
+        self.r, self.w, self.size = r, w, size
+
+    @classmethod
+    def open(cls) -> _Pipe | None:
+        try:
+            r, w = os.pipe()
+        except OSError:
+            return None  # out of descriptors: read through the buffer instead
+        size = 64 * 1024
+        with contextlib.suppress(OSError, AttributeError):
+            size = fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        return cls(r, w, size)
+
+    def close(self) -> None:
+        for fd in (self.r, self.w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 class RangeFetcher:
@@ -307,45 +336,67 @@ class RangeFetcher:
         label = task.label
         pos = seg.pos
         window_start, window_bytes = time.monotonic(), 0
-        while True:
-            end = seg.end
-            if pos >= end:
-                break
-            n = resp.readinto(view[: min(bufsize, end - pos)])
-            if n == 0:
-                break
-            with self.sched.cv:
-                if self.sched.cancelled or task.generation != gen or task.status != "active":
-                    raise _Aborted
-                n = min(n, seg.end - pos)  # the tail may have been handed to another worker meanwhile
-                seg.claimed = pos + n
-            if n <= 0:
-                break
-            chunk = view[:n]
-            task.write(chunk, pos)
-            if inline_hash:
-                task.hasher.feed(pos, chunk)
-            with self.sched.cv:
-                if task.generation != gen:
-                    raise _Aborted
-                task.done.add(pos, pos + n)
-                task.bytes_fetched += n
-                task.dirty += n
-                task.sources[origin] += n
-                pos += n
-                seg.pos = pos
-            self.progress.advance(label, n)
-            if not inline_hash:
-                task.hash_wake.set()
-            window_bytes += n
-            now = time.monotonic()
-            if now - window_start >= self.stall_timeout:
-                if window_bytes < self.min_speed * (now - window_start):
-                    raise NetworkError(
-                        f"{label}: {host_of(resp.url)} is stalling ({window_bytes} bytes in "
-                        f"{now - window_start:.0f} s)"
-                    )
-                window_start, window_bytes = now, 0
+        # A ranged file is hashed by its hasher thread from the page cache, so its bytes need not
+        # pass through this buffer: after the first read, plain HTTP moves them socket -> pipe ->
+        # file with os.splice (one copy, in the kernel).
+        pipe: _Pipe | None = None
+        sock = None
+        try:
+            while True:
+                end = seg.end
+                if pos >= end:
+                    break
+                deadline = time.monotonic() + FILL_SECONDS
+                if pipe is None and task.ranged and task.splice_ok:
+                    sock = resp.splice_source()  # (once a read has emptied http.client's buffer)
+                    pipe = _Pipe.open() if sock is not None else None
+                elif pipe is not None and not task.splice_ok:
+                    pipe.close()
+                    pipe = None
+                if pipe is not None and sock is not None:
+                    n = resp.splice_into(sock, pipe.w, min(pipe.size, end - pos), deadline)
+                else:
+                    n = resp.fill(view[: min(bufsize, end - pos)], deadline)
+                if n == 0:
+                    break
+                with self.sched.cv:
+                    if self.sched.cancelled or task.generation != gen or task.status != "active":
+                        raise _Aborted
+                    n = min(n, seg.end - pos)  # the tail may have been handed to another worker meanwhile
+                    seg.claimed = pos + n
+                if n <= 0:
+                    break
+                if pipe is not None:
+                    task.write_from_pipe(pipe.r, n, pos)
+                else:
+                    chunk = view[:n]
+                    task.write(chunk, pos)
+                    if inline_hash:
+                        task.hasher.feed(pos, chunk)
+                with self.sched.cv:
+                    if task.generation != gen:
+                        raise _Aborted
+                    task.done.add(pos, pos + n)
+                    task.bytes_fetched += n
+                    task.dirty += n
+                    task.sources[origin] += n
+                    pos += n
+                    seg.pos = pos
+                self.progress.advance(label, n)
+                if not inline_hash:
+                    task.hash_wake.set()
+                window_bytes += n
+                now = time.monotonic()
+                if now - window_start >= self.stall_timeout:
+                    if window_bytes < self.min_speed * (now - window_start):
+                        raise NetworkError(
+                            f"{label}: {host_of(resp.url)} is stalling ({window_bytes} bytes in "
+                            f"{now - window_start:.0f} s)"
+                        )
+                    window_start, window_bytes = now, 0
+        finally:
+            if pipe is not None:
+                pipe.close()
         if pos < seg.end:
             if seg.end == UNKNOWN_END:
                 task.size_seen = pos  # no size was announced: the end of the body is the end of the file

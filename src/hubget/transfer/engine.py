@@ -3,9 +3,10 @@
 A fixed pool of worker threads (one connection each; sockets, ``pwrite`` and hashlib release the
 GIL) takes work from the run's ``Scheduler``: open the next file, or fetch the next segment of an
 open file (``RangeFetcher``). Each segment is read into the worker's own buffer and written with
-``os.pwrite`` at its offset into one preallocated partial file. A hasher thread per large file
-hashes the contiguous prefix as it grows, so verification is done moments after the last byte
-arrives; finisher threads verify, fsync and rename finished files off the workers' path; a saver
+``os.pwrite`` at its offset into one preallocated partial file (ranged files over plain HTTP: spliced
+from the socket, no copy through the buffer). A hasher thread per large file hashes the contiguous
+prefix as it grows, from the page cache through a mapping, so verification is done moments after
+the last byte arrives; finisher threads verify, fsync and rename finished files off the workers' path; a saver
 thread persists resume state.
 """
 

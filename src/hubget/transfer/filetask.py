@@ -30,6 +30,7 @@ from hubget.transfer.verify import PrefixHasher
 
 UNKNOWN_END = sys.maxsize  # end of a segment whose file size the hub did not give
 DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG}
+NO_SPLICE_ERRNOS = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP}
 PARTIAL_SUFFIX = ".hubget-partial"
 # A writer on another machine (shared filesystem) counts as alive while its resume state is this fresh.
 REMOTE_OWNER_FRESH = 120.0
@@ -226,6 +227,7 @@ class FileTask:
         self.needs_hash_reset = False
         self.refresh_lock = threading.Lock()
         self.size_seen: int | None = None  # end of body, for a file whose size was not announced
+        self.splice_ok = True  # the partial's filesystem takes os.splice (see write_from_pipe)
 
     # -- choosing where to fetch from -----------------------------------------------------
 
@@ -467,6 +469,38 @@ class FileTask:
             if e.errno in DISK_ERRNOS:
                 raise disk_error(e, "cannot write", self.partial) from e
             raise
+
+    def write_from_pipe(self, pipe_r: int, count: int, offset: int) -> None:
+        """Move ``count`` bytes waiting in a pipe to ``offset`` (``os.splice``: no user-space copy)."""
+        assert self.fd is not None
+        try:
+            while count:
+                try:
+                    n = os.splice(pipe_r, self.fd, count, offset_dst=offset)
+                except OSError as e:
+                    if e.errno not in NO_SPLICE_ERRNOS:
+                        raise
+                    self.splice_ok = False  # a filesystem that takes no splice: copy these, then pwrite
+                    self._write_piped(pipe_r, count, offset)
+                    return
+                if n <= 0:
+                    raise OSError(errno.EIO, f"short splice at {offset}")
+                count -= n
+                offset += n
+        except OSError as e:
+            if e.errno in DISK_ERRNOS:
+                raise disk_error(e, "cannot write", self.partial) from e
+            raise
+
+    def _write_piped(self, pipe_r: int, count: int, offset: int) -> None:
+        data = memoryview(bytearray(count))
+        while count:
+            got = os.readv(pipe_r, [data[:count]])
+            if got <= 0:
+                raise OSError(errno.EIO, f"short read from a pipe at {offset}")
+            self.write(data[:got], offset)
+            count -= got
+            offset += got
 
     # -- resume state ---------------------------------------------------------------------
 

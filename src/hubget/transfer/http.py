@@ -9,9 +9,11 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import functools
+import io
 import json
 import os
 import random
+import select
 import socket
 import ssl
 import threading
@@ -42,6 +44,7 @@ MAX_BODY = 256 * 1024 * 1024
 # most this long; a bigger or slower one costs a new connection instead.
 DRAIN_MAX = 65536
 DRAIN_SECONDS = 0.25
+SPLICE_NONBLOCK = getattr(os, "SPLICE_F_NONBLOCK", 2)  # a full pipe or an empty socket: EAGAIN, no wait
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -102,6 +105,8 @@ class Response:
         self.url = url
         self.data: bytes = data if data is not None else b""
         self._released = data is not None
+        self._drained = False  # http.client's read buffer is empty: the socket holds the rest
+        self._deferred: NetworkError | None = None  # a read failure after bytes that were returned
 
     def readinto(self, buf: bytearray | memoryview) -> int:
         """Read body bytes straight into ``buf``: whatever has arrived, at most one socket read.
@@ -124,6 +129,10 @@ class Response:
                 if len(buf) > fp.length:
                     buf = memoryview(buf)[: fp.length]
             n = fp.fp.readinto1(buf)
+            # Whether the BufferedReader is left empty, so the socket itself holds the rest of the
+            # body: it hands out what it holds, and a request larger than its buffer then reads the
+            # socket straight into ``buf``; a smaller one that it filled may have left bytes behind.
+            self._drained = n < len(buf) or len(buf) > io.DEFAULT_BUFFER_SIZE
             if fp.length is not None:
                 fp.length -= n
                 if n == 0:
@@ -136,6 +145,76 @@ class Response:
         except (OSError, HTTPException, ValueError) as e:
             self.close()
             raise NetworkError(f"{host_of(self.url)}: connection failed while reading: {_describe(e)}") from e
+
+    def fill(self, buf: memoryview, deadline: float) -> int:
+        """``readinto`` until ``buf`` is full, the body ends or ``deadline`` (monotonic) passes.
+
+        At least one read; returns 0 only at the end of the body. Large fills mean one write and
+        one round of bookkeeping per buffer, not per socket read."""
+        self._raise_deferred()
+        total = n = self.readinto(buf)
+        size = len(buf)
+        try:
+            while n and total < size and time.monotonic() < deadline:
+                n = self.readinto(buf[total:])
+                total += n
+        except NetworkError as e:
+            self._deferred = e  # keep what arrived before the failure; the next read raises it
+        return total
+
+    def _raise_deferred(self) -> None:
+        if self._deferred is not None:
+            e, self._deferred = self._deferred, None
+            raise e
+
+    def splice_source(self) -> socket.socket | None:
+        """The socket, when the rest of the body can be moved with ``os.splice`` (no copy through
+        user space): plain TCP (not TLS), a known length left, not chunked, nothing buffered."""
+        fp = getattr(self._raw, "_fp", None)
+        if not self._drained or fp is None or not isinstance(fp.fp, io.BufferedReader):
+            return None
+        if fp.chunked or not fp.length or not hasattr(os, "splice"):
+            return None
+        sock = getattr(getattr(self._raw, "_connection", None), "sock", None)
+        return sock if type(sock) is socket.socket else None
+
+    def splice_into(self, sock: socket.socket, pipe_w: int, count: int, deadline: float) -> int:
+        """Move up to ``count`` body bytes from ``sock`` (``splice_source``) into the pipe ``pipe_w``,
+        which must have room for them: until ``count``, the end of the body or ``deadline``.
+
+        Returns 0 only at the end of the body; a connection closed early or a read timeout raise
+        NetworkError, as in ``readinto``."""
+        self._raise_deferred()
+        fp = self._raw._fp  # type: ignore[attr-defined]
+        count = min(count, fp.length)
+        total = 0
+        try:
+            while total < count:
+                try:
+                    n = os.splice(sock.fileno(), pipe_w, count - total, flags=SPLICE_NONBLOCK)
+                except BlockingIOError:
+                    if total:
+                        break  # return what came; the caller drains the pipe
+                    if not _wait_readable(sock):
+                        raise TimeoutError("timed out") from None
+                    continue
+                if n == 0:
+                    raise IncompleteRead(b"", fp.length)
+                total += n
+                fp.length -= n
+                if fp.length == 0:
+                    fp._close_conn()  # the body is complete: the connection may be reused
+                    break
+                if time.monotonic() >= deadline:
+                    break
+        except (OSError, HTTPException, ValueError) as e:
+            self.close()
+            error = NetworkError(f"{host_of(self.url)}: connection failed while reading: {_describe(e)}")
+            error.__cause__ = e
+            if not total:
+                raise error from e
+            self._deferred = error  # what is in the pipe is written first
+        return total
 
     def body_complete(self) -> bool:
         fp = getattr(self._raw, "_fp", None)
@@ -206,6 +285,14 @@ class Response:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _wait_readable(sock: socket.socket) -> bool:
+    """Wait, up to the socket's timeout, until it has data (or an error) to read."""
+    timeout = sock.gettimeout()
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    return bool(poller.poll(None if timeout is None else timeout * 1000))
 
 
 def _describe(e: BaseException) -> str:

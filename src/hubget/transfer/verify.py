@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 import threading
 
 from hubget.hashing import Hasher, new_hasher
 
 READ_BLOCK = 4 * 1024 * 1024
+# Reading back is hashed straight from the page cache through a mapping of this many bytes at a
+# time (no copy into a buffer; mapped pages count in RSS only while mapped); smaller stretches
+# are read with preadv.
+MAP_WINDOW = 16 * 1024 * 1024
+MAP_MIN = 1024 * 1024
 
 
 class PrefixHasher:
@@ -48,9 +54,13 @@ class PrefixHasher:
         """Read back and hash the file from ``hashed`` to ``upto``."""
         if self.hashed >= upto:
             return
-        buf = buf if buf is not None else bytearray(READ_BLOCK)
-        view = memoryview(buf)
         with self._lock:
+            if self._h is not None and upto - self.hashed >= MAP_MIN:
+                self._hash_mapped(self._h, fd, upto)
+            if self.hashed >= upto:
+                return
+            buf = buf if buf is not None else bytearray(min(READ_BLOCK, upto - self.hashed))
+            view = memoryview(buf)
             while self.hashed < upto:
                 want = min(len(buf), upto - self.hashed)
                 n = os.preadv(fd, [view[:want]], self.hashed)
@@ -59,6 +69,31 @@ class PrefixHasher:
                 if self._h is not None:
                     self._h.update(view[:n])
                 self.hashed += n
+
+    def _hash_mapped(self, h: Hasher, fd: int, upto: int) -> None:
+        """Hash from ``hashed`` towards ``upto`` through read-only mappings of the file (lock held).
+
+        Only bytes the file holds now are mapped (a mapping past the end of a file faults). Stops
+        where a mapping cannot be made (a file that cannot be mapped); the caller reads the rest.
+        """
+        try:
+            end = min(upto, os.fstat(fd).st_size)
+        except OSError:
+            return
+        while end - self.hashed >= MAP_MIN:
+            start = self.hashed
+            base = start - start % mmap.ALLOCATIONGRANULARITY
+            length = min(end, base + MAP_WINDOW) - base
+            try:
+                mapped = mmap.mmap(fd, length, prot=mmap.PROT_READ, offset=base)
+            except (OSError, ValueError, OverflowError):
+                return
+            try:
+                with memoryview(mapped) as whole, whole[start - base :] as part:
+                    h.update(part)
+            finally:
+                mapped.close()
+            self.hashed = base + length
 
     def hexdigest(self) -> str | None:
         return self._h.hexdigest() if self._h is not None else None
