@@ -31,7 +31,7 @@ from tests.support.fakehub import FakeHfRepo
 from tests.support.rangeserver import wait_until
 
 REPO = "org/faulty"
-WEIGHTS = os.urandom(700 * 1024 + 13)
+WEIGHTS = os.urandom(1536 * 1024 + 13)  # above the size from which partial files are kept for resume
 FILES = {"config.json": b'{"model_type": "llama"}\n', "model.safetensors": WEIGHTS}
 W = "model.safetensors"
 pytestmark = pytest.mark.timeout(30)  # a correct run takes a few seconds; a hang fails
@@ -76,6 +76,10 @@ TRANSIENT = {
 }
 
 
+# Faults that are only faults for a ranged request: a whole-file GET may be answered this way.
+WHOLE_FILE_ANSWERS = {"range_answered_with_200", "endless_body"}
+
+
 @pytest.mark.parametrize("fault", sorted(TRANSIENT))
 def test_transient_fault_recovered_in_the_same_run(hub, tmp_path, fast, fault):
     repo = publish(hub)
@@ -84,7 +88,10 @@ def test_transient_fault_recovered_in_the_same_run(hub, tmp_path, fast, fault):
     assert_files(path, FILES)
     assert_cache_verified(tmp_path)
     assert not partials(tmp_path)
-    assert weights_requests(hub, repo) >= 2  # the fault was served, then a retry
+    reqs = hub.requests_for(repo.resolve_path(W))
+    if fault in WHOLE_FILE_ANSWERS and "range" not in reqs[0].headers:
+        return  # asked for the whole file, a 200 with the whole file (then junk) is a right answer
+    assert len(reqs) >= 2  # the fault was served, then a retry
 
 
 @pytest.mark.parametrize("step", [fs.wrong_start(7), fs.wrong_total(5)], ids=["wrong_start", "wrong_total"])

@@ -226,8 +226,14 @@ class Engine:
             try:
                 self._finish(task)
             except Exception as e:  # never leave a task "finishing" forever: the run would not end
+                if isinstance(e, HubgetError):
+                    error = e  # e.g. a cache link refused by on_placed keeps its kind (exit code)
+                elif isinstance(e, OSError):
+                    error = DiskError(f"{task.label}: {e}")
+                else:
+                    error = HubgetError(f"{task.label}: {e}")
                 with self._sched.cv:
-                    self._sched.fail(task, HubgetError(f"{task.label}: {e}"))
+                    self._sched.fail(task, error)
                 self._cleanup(task)
 
     def _sync_dirs(self) -> None:
