@@ -41,15 +41,16 @@ class BlobBudget:
         self._blobs: dict[Path, tuple[int, float]] = {}  # blob -> (size, last use)
         self._touched: dict[Path, float] = {}  # blob -> when its mtime was last set
         self.evicted = 0  # blobs evicted since the start
-        self._scan()
+        self.scan(cache_dir)
 
     @property
     def used_bytes(self) -> int:
         with self._lock:
             return sum(size for size, _ in self._blobs.values())
 
-    def _scan(self) -> None:
-        for blobs in self.cache_dir.glob("*/blobs"):
+    def scan(self, cache_dir: Path) -> None:
+        """Count the blobs of an HF cache folder (at the start; a second folder shares the budget)."""
+        for blobs in cache_dir.glob("*/blobs"):
             with contextlib.suppress(OSError):
                 for entry in os.scandir(blobs):
                     if _BLOB.match(entry.name) and entry.is_file(follow_symlinks=False):

@@ -23,6 +23,7 @@ from hubget.errors import HubgetError, IntegrityError, ProtocolError
 from hubget.layouts.hf_cache import HfCacheLayout
 from hubget.models import FillProgress, FillState, RemoteFile, Snapshot
 from hubget.sources.huggingface import HfSource
+from hubget.sources.modelscope import ModelScopeSource
 from hubget.transfer.http import HttpClient, Response, origin_of
 from hubget.transfer.partial import load_state, state_path
 
@@ -69,9 +70,10 @@ class UpstreamFill:
         file: RemoteFile,
         layout: HfCacheLayout,
         *,
-        source: HfSource,
+        source: HfSource | ModelScopeSource,
         client: HttpClient,
         connections: int,
+        locate: bool = True,
         lineage: Callable[[Path], int],
         disown: Callable[[Path], None],
         finished: Callable[[UpstreamFill], None] = lambda fill: None,
@@ -82,6 +84,7 @@ class UpstreamFill:
         self.source = source
         self.client = client
         self.connections = connections
+        self._locates = locate  # False: ``file.url`` itself serves the bytes (ModelScope)
         self._lineage = lineage
         self._disown = disown
         self._finished = finished
@@ -117,7 +120,9 @@ class UpstreamFill:
                 self._finish("done", None)  # it arrived since the caller looked: no call upstream
                 return
             job_file = self.file
-            if self.file.sha256:  # an LFS file: its bytes are behind the hub's redirect
+            if not self._locates:
+                self._location = (self.file.url, dict(self.file.headers))
+            elif self.file.sha256:  # an LFS file: its bytes are behind the hub's redirect
                 url, headers = self._locate()
                 if url != self.file.url:
                     job_file = dataclasses.replace(self.file, url=url, headers=headers, rate_bucket=None)
@@ -183,7 +188,9 @@ class UpstreamFill:
     def _refresh(self, _file: RemoteFile) -> tuple[str, dict[str, str]] | None:
         """The engine's URL stopped working (a signed URL expired): locate the file again."""
         try:
-            return self._locate() if self.file.sha256 else (self.file.url, dict(self.file.headers))
+            if self._locates and self.file.sha256:
+                return self._locate()
+            return (self.file.url, dict(self.file.headers))
         except HubgetError as exc:
             log.warning("mirror: cannot locate %s again: %s", self.label, exc)
             return None

@@ -84,8 +84,17 @@ def serve(
             "hubget serve): repos not under ROOT are fetched from it once, into ROOT/.hubget-mirror.",
         ),
     ] = None,
+    upstream_modelscope: Annotated[
+        str | None,
+        typer.Option(
+            help="Pull-through mirror of this ModelScope endpoint for the ModelScope API (clients set "
+            "MODELSCOPE_ENDPOINT to this server): repos not under ROOT are fetched from it once, into "
+            "ROOT/.hubget-mirror/ms.",
+        ),
+    ] = None,
     upstream_token_file: Annotated[
-        Path | None, typer.Option(help="File holding the token the mirror sends upstream.")
+        Path | None,
+        typer.Option(help="File holding the token the mirror sends to --upstream (not to ModelScope)."),
     ] = None,
     revision_ttl: Annotated[
         float,
@@ -119,7 +128,8 @@ def serve(
             raise UsageError(f"{root} is not a folder")
     if hf_cache is not None and store_url is not None:
         raise UsageError("--hf-cache serves a local cache; it does not combine with --store")
-    if upstream is not None and store_url is not None:
+    mirrored = [u for u in (upstream, upstream_modelscope) if u is not None]
+    if mirrored and store_url is not None:
         raise UsageError("--upstream fills a ROOT folder; a mirror on --store s3://... is not supported yet")
     if hf_cache is not None and not hf_cache.is_dir():
         raise UsageError(f"--hf-cache {hf_cache} is not a folder")
@@ -132,18 +142,21 @@ def serve(
         if not tokens:
             raise UsageError(f"--token-file {token_file} holds no token")
     upstream_token = None
-    if upstream is None and (upstream_token_file is not None or max_size is not None):
-        raise UsageError("--upstream-token-file and --max-size need --upstream")
+    if upstream is None and upstream_token_file is not None:
+        raise UsageError("--upstream-token-file needs --upstream")
+    if not mirrored and max_size is not None:
+        raise UsageError("--max-size needs --upstream or --upstream-modelscope")
     max_bytes = None
     if max_size is not None:
         from hubget.api.mirror_budget import parse_size
 
         max_bytes = parse_size(max_size)
+    for flag, url in (("--upstream", upstream), ("--upstream-modelscope", upstream_modelscope)):
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise UsageError(f"{flag} {url!r} is not an http(s) URL")
+    if mirrored and workers != 1:
+        raise UsageError("--upstream runs in one process: use --workers 1")
     if upstream is not None:
-        if not upstream.startswith(("http://", "https://")):
-            raise UsageError(f"--upstream {upstream!r} is not an http(s) URL")
-        if workers != 1:
-            raise UsageError("--upstream runs in one process: use --workers 1")
         if upstream_token_file is not None:
             try:
                 upstream_token = upstream_token_file.read_text().strip() or None
@@ -175,7 +188,7 @@ def serve(
             repos = S3Store(
                 store_url, endpoint=s3_endpoint, presign_endpoint=presign_endpoint, presign_ttl=presign_ttl
             )
-        mirror = None
+        mirror = ms_mirror = None
         if upstream is not None:
             from hubget.api.mirror import Mirror
 
@@ -187,6 +200,17 @@ def serve(
                 connections=upstream_connections,
                 max_size=max_bytes,
             )
+        if upstream_modelscope is not None:
+            from hubget.api.mirror_ms import ModelScopeMirror
+
+            ms_mirror = ModelScopeMirror(
+                root or Path("."),
+                upstream_modelscope,
+                revision_ttl=revision_ttl,
+                connections=upstream_connections,
+                max_size=max_bytes,
+                budget=mirror.budget if mirror is not None else None,  # one --max-size for both
+            )
         app = create_app(
             root or Path("."),
             hf_cache=hf_cache,
@@ -194,6 +218,7 @@ def serve(
             page_size=page_size,
             store=repos,
             upstream=mirror,
+            ms_upstream=ms_mirror,
         )
 
         async def main() -> None:

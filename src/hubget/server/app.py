@@ -81,10 +81,17 @@ def create_app(
     page_size: int = DEFAULT_PAGE_SIZE,
     store: Store | None = None,
     upstream: Upstream | None = None,
+    ms_upstream: Upstream | None = None,
 ) -> web.Application:
     """The server application for the repos under ``root`` (see ``hubget.server.store``); with
-    ``upstream``, every other repo is served from that hub (a pull-through mirror)."""
-    store = store or Store(Path(root), hf_cache=Path(hf_cache) if hf_cache else None, upstream=upstream)
+    ``upstream``, every other repo is served from that hub (a pull-through mirror), and with
+    ``ms_upstream`` every other repo of the ModelScope API from that one."""
+    store = store or Store(
+        Path(root),
+        hf_cache=Path(hf_cache) if hf_cache else None,
+        upstream=upstream,
+        ms_upstream=ms_upstream,
+    )
     app = web.Application(middlewares=[auth_middleware], client_max_size=MAX_REQUEST_BODY)
     app[STORE_KEY] = store
     app[TOKENS_KEY] = frozenset(tokens or ())
@@ -94,7 +101,7 @@ def create_app(
         store.close()
 
     app.on_cleanup.append(close_store)
-    if upstream is not None:
+    if upstream is not None or ms_upstream is not None:
         metrics.setup(app)  # before the repo routes: "/metrics" is no repo
     for routes in (hf_routes, git_routes, ms_routes):  # registered in this order
         routes.setup(app, store)
