@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -107,15 +108,22 @@ def serve(
     upstream_connections: Annotated[
         int, typer.Option(min=1, max=64, help="Connections to upstream per file being fetched.")
     ] = 8,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(help="Serve HTTPS with this certificate (PEM; the chain after the server's own)."),
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="With --tls-cert: its private key (PEM).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every request on stderr.")] = False,
 ) -> None:
     """Serve model, dataset and space repos over the Hugging Face API (and git, ModelScope).
 
     A repo folder is a git repository (branches, tags, commits; LFS objects from .git/lfs) or a plain
     folder (one revision, main). Point clients at it with HF_ENDPOINT=http://HOST:PORT.
-    Prints "hubget serve: listening on http://HOST:PORT" once the port is open.
+    Prints "hubget serve: listening on http://HOST:PORT" once the port is open (https:// with
+    --tls-cert and --tls-key).
     With --upstream, any other repo is served from that hub: fetched once (one call per file, however
-    many clients want it at once, each served the bytes as they arrive) and kept.
+    many clients want it at once, each served the bytes as they arrive) and kept. --upstream-modelscope
+    does the same for the ModelScope API (MODELSCOPE_ENDPOINT=http://HOST:PORT).
     """
     from hubget.server.app import create_app, read_token_file, serve_forever
     from hubget.server.connections import ServerLimits
@@ -172,6 +180,7 @@ def serve(
     for noisy in ("botocore", "boto3", "urllib3"):  # their INFO lines are not about requests served
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
+    ssl_context = _ssl_context(tls_cert, tls_key)
     limits = ServerLimits(
         header_timeout=header_timeout, keepalive_timeout=keepalive_timeout, max_connections=max_connections
     )
@@ -223,7 +232,16 @@ def serve(
 
         async def main() -> None:
             task = asyncio.ensure_future(
-                serve_forever(app, host, port, on_bound, access_log=verbose, sock=sock, limits=limits)
+                serve_forever(
+                    app,
+                    host,
+                    port,
+                    on_bound,
+                    access_log=verbose,
+                    sock=sock,
+                    limits=limits,
+                    ssl_context=ssl_context,
+                )
             )
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -259,6 +277,28 @@ def serve(
         for pid in children:
             with contextlib.suppress(OSError):
                 os.waitpid(pid, 0)
+
+
+def _ssl_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    """The server's TLS context (aiohttp serves HTTPS with it), or None for plain HTTP."""
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise UsageError("--tls-cert and --tls-key go together: give both (or neither, for plain HTTP)")
+    for flag, path in (("--tls-cert", cert), ("--tls-key", key)):
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise UsageError(f"cannot read {flag} {path}: {exc.strerror}") from None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (ssl.SSLError, ValueError) as exc:
+        raise UsageError(
+            f"--tls-cert {cert} / --tls-key {key}: not a certificate and its key ({exc})"
+        ) from None
+    return context
 
 
 def _store_url(root: Path | None, store: str | None) -> S3Url | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
@@ -130,22 +131,24 @@ async def serve_forever(
     access_log: bool = False,
     sock: socket.socket | None = None,
     limits: ServerLimits | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> None:
     """Serve until cancelled. ``on_bound`` gets the base URL once the socket listens (port 0 allowed).
-    With ``sock`` (a listening socket shared by several worker processes) host and port are ignored."""
+    With ``sock`` (a listening socket shared by several worker processes) host and port are ignored;
+    with ``ssl_context`` it is HTTPS."""
     runner = runner_for(app, access_log=access_log, limits=limits)
     await runner.setup()
     try:
         site: web.BaseSite
         if sock is not None:
-            site = web.SockSite(runner, sock)
+            site = web.SockSite(runner, sock, ssl_context=ssl_context)
         else:
-            site = web.TCPSite(runner, host, port, reuse_address=True, backlog=512)
+            site = web.TCPSite(runner, host, port, reuse_address=True, backlog=512, ssl_context=ssl_context)
         await site.start()
         bound_host, bound_port = runner.addresses[0][:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         if on_bound is not None:
-            on_bound(f"http://{shown}:{bound_port}")
+            on_bound(f"{'https' if ssl_context else 'http'}://{shown}:{bound_port}")
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()
