@@ -89,7 +89,7 @@ class Mirror:
         self._unreachable_until = 0.0  # monotonic
         self._snapshots: OrderedDict[tuple[str, str, str], Snapshot] = OrderedDict()
         self.access = AccessChecks(self.endpoint, self.source.client)
-        if budget is not None:  # shared with the mirror of another hub: one --max-size for both
+        if budget is not None:  # (made by the caller: one for the mirrors of both hubs)
             budget.scan(self.cache_dir)
         self.budget = budget or (BlobBudget(self.cache_dir, max_size) if max_size else None)
         self.counts: Counter[str] = Counter()  # what /metrics shows (see ``metrics``)

@@ -18,9 +18,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hubget.api.pipeline import fetch_snapshot
+from filelock import FileLock
+
+from hubget.api.pipeline import LOCK_WAIT_SECONDS, fetch_snapshot
 from hubget.errors import HubgetError, IntegrityError, ProtocolError
 from hubget.layouts.hf_cache import HfCacheLayout
+from hubget.layouts.locks import try_lock, wait_lock
 from hubget.models import FillProgress, FillState, RemoteFile, Snapshot
 from hubget.sources.huggingface import HfSource
 from hubget.sources.modelscope import ModelScopeSource
@@ -30,6 +33,7 @@ from hubget.transfer.partial import load_state, state_path
 log = logging.getLogger("hubget.serve")
 MiB = 1024 * 1024
 PARTIAL_SUFFIX = ".hubget-partial"
+FILL_LOCK_SUFFIX = ".hubget-fill.lock"
 PROGRESS_EVERY = 0.05  # seconds between reads of the resume state, whatever the number of clients
 # The engine's settings for fills: resume state saved often (clients stream what it names), ranges
 # small enough that the bytes on disk grow from the start of the file at a steady pace.
@@ -114,7 +118,9 @@ class UpstreamFill:
     # -- the fill -------------------------------------------------------------------------------
     def _run(self) -> None:
         started = time.monotonic()
+        turn = None
         try:
+            turn = self._take_turn()
             if self.layout.is_complete(self.snapshot, self.file):
                 self.layout.commit(self.snapshot, self.file)  # (the snapshot link, as a fill makes it)
                 self._finish("done", None)  # it arrived since the caller looked: no call upstream
@@ -153,6 +159,26 @@ class UpstreamFill:
         except Exception as exc:  # a bug must fail the fill, not leave its clients waiting forever
             log.exception("mirror: fetching %s failed", self.label)
             self._finish("failed", HubgetError(f"{self.label}: {exc!r}"))
+        finally:
+            if turn is not None:
+                turn.release()
+
+    def _take_turn(self) -> FileLock:
+        """The blob's fill lock (``blobs/X.hubget-fill.lock``): one fill per blob across the worker
+        processes of a mirror (``--workers``). While another process holds it, this fill follows that
+        one (its clients stream what the other writes, as the resume state beside the partial file
+        tells) instead of asking upstream."""
+        lock_path = self.blob.with_name(self.blob.name + FILL_LOCK_SUFFIX)
+        turn = try_lock(lock_path)
+        if turn is not None:
+            return turn
+        self.state = "running"
+        log.info("mirror: %s is being fetched by another worker; following it", self.label)
+        turn = wait_lock(lock_path, LOCK_WAIT_SECONDS)
+        if not self.layout.is_complete(self.snapshot, self.file):
+            # That fill failed, and its bytes may have been wrong: clients that got some get no more.
+            self._disown(self.blob)
+        return turn
 
     def _finish(self, state: FillState, error: HubgetError | None) -> None:
         with self._lock:

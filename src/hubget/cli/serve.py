@@ -162,8 +162,6 @@ def serve(
     for flag, url in (("--upstream", upstream), ("--upstream-modelscope", upstream_modelscope)):
         if url is not None and not url.startswith(("http://", "https://")):
             raise UsageError(f"{flag} {url!r} is not an http(s) URL")
-    if mirrored and workers != 1:
-        raise UsageError("--upstream runs in one process: use --workers 1")
     if upstream is not None:
         if upstream_token_file is not None:
             try:
@@ -197,7 +195,11 @@ def serve(
             repos = S3Store(
                 store_url, endpoint=s3_endpoint, presign_endpoint=presign_endpoint, presign_ttl=presign_ttl
             )
-        mirror = ms_mirror = None
+        mirror = ms_mirror = budget = None
+        if max_bytes is not None:  # one --max-size for both hubs, kept by every worker process
+            from hubget.api.mirror_budget import BlobBudget
+
+            budget = BlobBudget(None, max_bytes, shared=workers > 1)
         if upstream is not None:
             from hubget.api.mirror import Mirror
 
@@ -207,7 +209,7 @@ def serve(
                 token=upstream_token,
                 revision_ttl=revision_ttl,
                 connections=upstream_connections,
-                max_size=max_bytes,
+                budget=budget,
             )
         if upstream_modelscope is not None:
             from hubget.api.mirror_ms import ModelScopeMirror
@@ -217,8 +219,7 @@ def serve(
                 upstream_modelscope,
                 revision_ttl=revision_ttl,
                 connections=upstream_connections,
-                max_size=max_bytes,
-                budget=mirror.budget if mirror is not None else None,  # one --max-size for both
+                budget=budget,
             )
         app = create_app(
             root or Path("."),

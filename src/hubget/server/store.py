@@ -54,7 +54,8 @@ def is_git_repo(path: Path) -> bool:
 class Store:
     """Finds repos under ROOT (and in an HF cache) and keeps one Repo object per folder."""
 
-    ms_upstream: Upstream | None = None  # (a class default: stores of other kinds have none)
+    upstream: Upstream | None = None  # (class defaults: stores of other kinds have none)
+    ms_upstream: Upstream | None = None
 
     def __init__(
         self,
