@@ -1,5 +1,5 @@
 """`hubget serve --upstream URL --workers 2`: two processes share the port and the store, and a blob is
-still fetched upstream once. A fill takes the blob's lock (``blobs/X.hubget-fill.lock``); the other
+still fetched upstream once. A fill takes the blob's lock (``.locks/{repo}/X.fill.lock``); the other
 worker's fill of the same blob follows it: its clients stream what the first one writes, as the resume
 state on disk tells, and it asks upstream nothing for that blob.
 """

@@ -33,7 +33,7 @@ from hubget.transfer.partial import load_state, state_path
 log = logging.getLogger("hubget.serve")
 MiB = 1024 * 1024
 PARTIAL_SUFFIX = ".hubget-partial"
-FILL_LOCK_SUFFIX = ".hubget-fill.lock"
+FILL_LOCK_SUFFIX = ".fill.lock"
 PROGRESS_EVERY = 0.05  # seconds between reads of the resume state, whatever the number of clients
 # The engine's settings for fills: resume state saved often (clients stream what it names), ranges
 # small enough that the bytes on disk grow from the start of the file at a steady pace.
@@ -164,11 +164,12 @@ class UpstreamFill:
                 turn.release()
 
     def _take_turn(self) -> FileLock:
-        """The blob's fill lock (``blobs/X.hubget-fill.lock``): one fill per blob across the worker
+        """The blob's fill lock (``.locks/{repo}/X.fill.lock``, beside the lock the download pipeline
+        takes for the blob while it writes it): one fill per blob across the worker
         processes of a mirror (``--workers``). While another process holds it, this fill follows that
         one (its clients stream what the other writes, as the resume state beside the partial file
         tells) instead of asking upstream."""
-        lock_path = self.blob.with_name(self.blob.name + FILL_LOCK_SUFFIX)
+        lock_path = self.layout.lock_path(self.file).with_suffix(FILL_LOCK_SUFFIX)
         turn = try_lock(lock_path)
         if turn is not None:
             return turn
