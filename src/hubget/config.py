@@ -164,10 +164,17 @@ def min_speed() -> int:
     return int(_number("HUBGET_MIN_SPEED", 1024, 0))
 
 
-def ca_bundle() -> str | None:
-    """CA certificates to trust: HUBGET_CA_BUNDLE, else REQUESTS_CA_BUNDLE; None leaves the system
-    store (which OpenSSL lets SSL_CERT_FILE / SSL_CERT_DIR replace)."""
-    for name in ("HUBGET_CA_BUNDLE", "REQUESTS_CA_BUNDLE"):
-        if path := _env(name):
-            return str(Path(path).expanduser())
-    return None
+def ca_bundles() -> list[str]:
+    """CA certificates to trust (files, or c_rehash'ed folders): HUBGET_CA_BUNDLE alone; else
+    REQUESTS_CA_BUNDLE (requests' variable: modelscope, huggingface_hub < 1.0) together with
+    SSL_CERT_FILE (httpx's and OpenSSL's: huggingface_hub >= 1.0), since a machine may set one to the
+    system bundle and a user the other to their own CA. Empty: the system store, which OpenSSL lets
+    SSL_CERT_FILE / SSL_CERT_DIR replace."""
+    if path := _env("HUBGET_CA_BUNDLE"):
+        return [str(Path(path).expanduser())]
+    found: list[str] = []
+    if path := _env("REQUESTS_CA_BUNDLE"):
+        found.append(str(Path(path).expanduser()))
+        if (also := _env("SSL_CERT_FILE")) and str(Path(also).expanduser()) not in found:
+            found.append(str(Path(also).expanduser()))
+    return found

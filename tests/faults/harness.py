@@ -50,8 +50,8 @@ def env_for(extra: dict[str, str] | None = None, knobs: dict[str, Any] | None = 
         "HUGGING_FACE_HUB_TOKEN",
         "HF_ENDPOINT",
         "HF_HUB_OFFLINE",
-        "HUBGET_CA_BUNDLE",  # these two win over SSL_CERT_FILE, which the TLS tests set
-        "REQUESTS_CA_BUNDLE",
+        "HUBGET_CA_BUNDLE",  # wins over SSL_CERT_FILE, which the TLS tests set
+        "REQUESTS_CA_BUNDLE",  # trusted beside it: not wanted there either
     ):
         if name not in (extra or {}):
             env.pop(name, None)

@@ -24,10 +24,13 @@ from tests.support.hubserver import _wait_for_url
 
 
 class MirrorServer:
-    def __init__(self, root: Path, upstream: str, *args: str) -> None:
+    """``flag``: the option naming the upstream (``--upstream``, or ``--upstream-modelscope``)."""
+
+    def __init__(self, root: Path, upstream: str, *args: str, flag: str = "--upstream") -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.upstream = upstream
+        self.flag = flag
         self.args = list(args)
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
@@ -37,7 +40,7 @@ class MirrorServer:
 
     def start(self) -> MirrorServer:
         cmd = [sys.executable, "-m", "hubget", "serve", str(self.root), "--host", "127.0.0.1", "--port", "0"]
-        cmd += ["--upstream", self.upstream, "-v", *self.args]
+        cmd += [self.flag, self.upstream, "-v", *self.args]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING", "HUBGET_"))}
         env.update(NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
         self.starts += 1

@@ -334,3 +334,24 @@ def test_ca_bundle_from_the_environment(tmp_path: Path, monkeypatch, variable):
         if variable == "HUBGET_CA_BUNDLE":
             with pytest.raises(NetworkError):  # HUBGET_CA_BUNDLE wins over the others
                 make_client(retries=0)[0].request("GET", tls.url("/a"))
+
+
+def test_ssl_cert_file_is_trusted_beside_requests_ca_bundle(tmp_path: Path, monkeypatch):
+    """A machine may point REQUESTS_CA_BUNDLE at the system bundle while a user points SSL_CERT_FILE
+    (what huggingface_hub >= 1.0 reads) at their own CA: both are trusted; HUBGET_CA_BUNDLE stays alone."""
+    cert, key = make_self_signed(tmp_path)
+    (tmp_path / "other").mkdir()
+    other, _ = make_self_signed(tmp_path / "other")
+    with RangeServer(certfile=cert, keyfile=key) as tls:
+        tls.add("/a", b"secure")
+        monkeypatch.delenv("HUBGET_CA_BUNDLE", raising=False)
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(other))
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        assert make_client(retries=0)[0].request("GET", tls.url("/a")).data == b"secure"
+        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "missing.pem"))  # unreadable: the other alone
+        with pytest.raises(NetworkError, match="certificate"):
+            make_client(retries=0)[0].request("GET", tls.url("/a"))
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        monkeypatch.setenv("HUBGET_CA_BUNDLE", str(other))
+        with pytest.raises(NetworkError, match="certificate"):
+            make_client(retries=0)[0].request("GET", tls.url("/a"))

@@ -50,6 +50,13 @@ _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
 class Mirror:
+    """The Hugging Face side; ``hubget.api.mirror_ms.ModelScopeMirror`` is the ModelScope one, which
+    overrides where the metadata comes from (``_make_source``, ``_info``, ``_list``, ``_remote``)."""
+
+    store_subdir = ""  # under ROOT/.hubget-mirror
+    locates_blobs = True  # an LFS file's bytes are behind a redirect: one resolver call finds them
+    metric_labels: dict[str, str] = {}
+
     def __init__(
         self,
         root: Path,
@@ -61,15 +68,16 @@ class Mirror:
         max_size: int | None = None,
         meta_client: HttpClient | None = None,
         fill_client: HttpClient | None = None,
+        budget: BlobBudget | None = None,
     ) -> None:
-        self.folder = Path(root) / MIRROR_DIR
+        self.folder = Path(root) / MIRROR_DIR / self.store_subdir
         self.cache_dir = self.folder / "hub"
         self.meta = MirrorMeta(self.folder / "meta")
         self.revision_ttl = revision_ttl
         self.connections = connections
         # Metadata calls fail fast (few retries): a branch then falls back to its last known commit.
-        self.source = HfSource(
-            endpoint, token or False, client=meta_client or HttpClient(retries=2, connect_timeout=5.0)
+        self.source = self._make_source(
+            endpoint, token, meta_client or HttpClient(retries=2, connect_timeout=5.0)
         )
         self.endpoint = self.source.endpoint
         self.fill_client = fill_client or HttpClient(pool_maxsize=64)
@@ -81,8 +89,13 @@ class Mirror:
         self._unreachable_until = 0.0  # monotonic
         self._snapshots: OrderedDict[tuple[str, str, str], Snapshot] = OrderedDict()
         self.access = AccessChecks(self.endpoint, self.source.client)
-        self.budget = BlobBudget(self.cache_dir, max_size) if max_size else None
+        if budget is not None:  # (made by the caller: one for the mirrors of both hubs)
+            budget.scan(self.cache_dir)
+        self.budget = budget or (BlobBudget(self.cache_dir, max_size) if max_size else None)
         self.counts: Counter[str] = Counter()  # what /metrics shows (see ``metrics``)
+
+    def _make_source(self, endpoint: str, token: str | None, client: HttpClient) -> HfSource:
+        return HfSource(endpoint, token or False, client=client)
 
     def _count(self, name: str, n: int = 1) -> None:
         with self._lock:
@@ -186,15 +199,18 @@ class Mirror:
             tree = self.meta.tree(*args)
             if tree is None:
                 self._count("upstream_tree")
-                try:
-                    listed = self.source.list_tree(ref, commit)
-                except (RepoNotFoundError, AuthError):
-                    if not token:
-                        raise
-                    listed = self.access.source_for(token).list_tree(ref, commit)
-                stored = [StoredFile(f.path, f.size, f.sha256, f.git_sha1) for f in listed]
-                tree = self.meta.set_tree(*args, sorted(stored, key=lambda f: f.path))
+                tree = self.meta.set_tree(*args, sorted(self._list(ref, commit, token), key=lambda f: f.path))
             return tree
+
+    def _list(self, ref: RepoRef, commit: str, token: str | None) -> list[StoredFile]:
+        """Every file of ``commit``, asked upstream (all pages)."""
+        try:
+            listed = self.source.list_tree(ref, commit)
+        except (RepoNotFoundError, AuthError):
+            if not token:
+                raise
+            listed = self.access.source_for(token).list_tree(ref, commit)
+        return [StoredFile(f.path, f.size, f.sha256, f.git_sha1) for f in listed]
 
     def _remote(self, ref: RepoRef, commit: str, f: StoredFile) -> RemoteFile:
         token = self.source.token
@@ -273,6 +289,7 @@ class Mirror:
                 source=source,
                 client=self.fill_client,
                 connections=self.connections,
+                locate=self.locates_blobs,
                 lineage=self.lineage,
                 disown=self.disown,
                 finished=self._fill_finished,
@@ -391,6 +408,8 @@ class Mirror:
                     self.budget.evicted,
                 ),
             ]
+        if self.metric_labels:
+            out = [(n, kind, text, {**self.metric_labels, **labels}, v) for n, kind, text, labels, v in out]
         return out
 
     def lineage(self, blob: Path) -> int:

@@ -34,27 +34,41 @@ def parse_size(text: str) -> int:
 
 
 class BlobBudget:
-    def __init__(self, cache_dir: Path, max_bytes: int) -> None:
-        self.cache_dir = cache_dir
+    """``shared``: other processes (``--workers``) fetch and evict blobs in the same folders too, so
+    what is on disk is read again before each eviction (their last uses known to the minute, by mtime)."""
+
+    def __init__(self, cache_dir: Path | None, max_bytes: int, *, shared: bool = False) -> None:
+        self.dirs: list[Path] = []
         self.max_bytes = max_bytes
+        self.shared = shared
         self._lock = threading.Lock()
         self._blobs: dict[Path, tuple[int, float]] = {}  # blob -> (size, last use)
         self._touched: dict[Path, float] = {}  # blob -> when its mtime was last set
         self.evicted = 0  # blobs evicted since the start
-        self._scan()
+        if cache_dir is not None:
+            self.scan(cache_dir)
 
     @property
     def used_bytes(self) -> int:
         with self._lock:
             return sum(size for size, _ in self._blobs.values())
 
-    def _scan(self) -> None:
-        for blobs in self.cache_dir.glob("*/blobs"):
-            with contextlib.suppress(OSError):
-                for entry in os.scandir(blobs):
-                    if _BLOB.match(entry.name) and entry.is_file(follow_symlinks=False):
-                        st = entry.stat(follow_symlinks=False)
-                        self._blobs[Path(entry.path)] = (st.st_size, st.st_mtime)
+    def scan(self, cache_dir: Path) -> None:
+        """Count the blobs of an HF cache folder too (at the start: the folders share the budget)."""
+        self.dirs.append(cache_dir)
+        found = _on_disk([cache_dir])
+        with self._lock:
+            self._blobs.update(found)
+
+    def _rescan(self) -> None:
+        """What is on disk now, with the last uses this process knows of where they are newer."""
+        found = _on_disk(self.dirs)
+        with self._lock:
+            for blob, (size, when) in found.items():
+                known = self._blobs.get(blob)
+                if known is not None and known[1] > when:
+                    found[blob] = (size, known[1])
+            self._blobs = found
 
     def used(self, blob: Path) -> None:
         """The blob was served: it is the most recently used (on disk too, now and then)."""
@@ -74,6 +88,8 @@ class BlobBudget:
 
     def added(self, blob: Path, busy: set[Path]) -> None:
         """A blob was fetched: evict what the budget no longer holds (never ``blob``, nor ``busy``)."""
+        if self.shared:
+            self._rescan()
         with contextlib.suppress(OSError):
             size = blob.stat().st_size
             with self._lock:
@@ -103,3 +119,16 @@ class BlobBudget:
             blob.unlink()
         self.evicted += 1
         log.info("mirror: evicted %s (%d bytes, least recently used) to stay under --max-size", blob, size)
+
+
+def _on_disk(cache_dirs: list[Path]) -> dict[Path, tuple[int, float]]:
+    """blob -> (size, mtime) of every blob of these HF cache folders (partial files left out)."""
+    found: dict[Path, tuple[int, float]] = {}
+    for cache_dir in cache_dirs:
+        for blobs in cache_dir.glob("*/blobs"):
+            with contextlib.suppress(OSError):
+                for entry in os.scandir(blobs):
+                    if _BLOB.match(entry.name) and entry.is_file(follow_symlinks=False):
+                        st = entry.stat(follow_symlinks=False)
+                        found[Path(entry.path)] = (st.st_size, st.st_mtime)
+    return found

@@ -18,17 +18,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hubget.api.pipeline import fetch_snapshot
+from filelock import FileLock
+
+from hubget.api.pipeline import LOCK_WAIT_SECONDS, fetch_snapshot
 from hubget.errors import HubgetError, IntegrityError, ProtocolError
 from hubget.layouts.hf_cache import HfCacheLayout
+from hubget.layouts.locks import try_lock, wait_lock
 from hubget.models import FillProgress, FillState, RemoteFile, Snapshot
 from hubget.sources.huggingface import HfSource
+from hubget.sources.modelscope import ModelScopeSource
 from hubget.transfer.http import HttpClient, Response, origin_of
 from hubget.transfer.partial import load_state, state_path
 
 log = logging.getLogger("hubget.serve")
 MiB = 1024 * 1024
 PARTIAL_SUFFIX = ".hubget-partial"
+FILL_LOCK_SUFFIX = ".fill.lock"
 PROGRESS_EVERY = 0.05  # seconds between reads of the resume state, whatever the number of clients
 # The engine's settings for fills: resume state saved often (clients stream what it names), ranges
 # small enough that the bytes on disk grow from the start of the file at a steady pace.
@@ -69,9 +74,10 @@ class UpstreamFill:
         file: RemoteFile,
         layout: HfCacheLayout,
         *,
-        source: HfSource,
+        source: HfSource | ModelScopeSource,
         client: HttpClient,
         connections: int,
+        locate: bool = True,
         lineage: Callable[[Path], int],
         disown: Callable[[Path], None],
         finished: Callable[[UpstreamFill], None] = lambda fill: None,
@@ -82,6 +88,7 @@ class UpstreamFill:
         self.source = source
         self.client = client
         self.connections = connections
+        self._locates = locate  # False: ``file.url`` itself serves the bytes (ModelScope)
         self._lineage = lineage
         self._disown = disown
         self._finished = finished
@@ -111,13 +118,17 @@ class UpstreamFill:
     # -- the fill -------------------------------------------------------------------------------
     def _run(self) -> None:
         started = time.monotonic()
+        turn = None
         try:
+            turn = self._take_turn()
             if self.layout.is_complete(self.snapshot, self.file):
                 self.layout.commit(self.snapshot, self.file)  # (the snapshot link, as a fill makes it)
                 self._finish("done", None)  # it arrived since the caller looked: no call upstream
                 return
             job_file = self.file
-            if self.file.sha256:  # an LFS file: its bytes are behind the hub's redirect
+            if not self._locates:
+                self._location = (self.file.url, dict(self.file.headers))
+            elif self.file.sha256:  # an LFS file: its bytes are behind the hub's redirect
                 url, headers = self._locate()
                 if url != self.file.url:
                     job_file = dataclasses.replace(self.file, url=url, headers=headers, rate_bucket=None)
@@ -148,6 +159,27 @@ class UpstreamFill:
         except Exception as exc:  # a bug must fail the fill, not leave its clients waiting forever
             log.exception("mirror: fetching %s failed", self.label)
             self._finish("failed", HubgetError(f"{self.label}: {exc!r}"))
+        finally:
+            if turn is not None:
+                turn.release()
+
+    def _take_turn(self) -> FileLock:
+        """The blob's fill lock (``.locks/{repo}/X.fill.lock``, beside the lock the download pipeline
+        takes for the blob while it writes it): one fill per blob across the worker
+        processes of a mirror (``--workers``). While another process holds it, this fill follows that
+        one (its clients stream what the other writes, as the resume state beside the partial file
+        tells) instead of asking upstream."""
+        lock_path = self.layout.lock_path(self.file).with_suffix(FILL_LOCK_SUFFIX)
+        turn = try_lock(lock_path)
+        if turn is not None:
+            return turn
+        self.state = "running"
+        log.info("mirror: %s is being fetched by another worker; following it", self.label)
+        turn = wait_lock(lock_path, LOCK_WAIT_SECONDS)
+        if not self.layout.is_complete(self.snapshot, self.file):
+            # That fill failed, and its bytes may have been wrong: clients that got some get no more.
+            self._disown(self.blob)
+        return turn
 
     def _finish(self, state: FillState, error: HubgetError | None) -> None:
         with self._lock:
@@ -183,7 +215,9 @@ class UpstreamFill:
     def _refresh(self, _file: RemoteFile) -> tuple[str, dict[str, str]] | None:
         """The engine's URL stopped working (a signed URL expired): locate the file again."""
         try:
-            return self._locate() if self.file.sha256 else (self.file.url, dict(self.file.headers))
+            if self._locates and self.file.sha256:
+                return self._locate()
+            return (self.file.url, dict(self.file.headers))
         except HubgetError as exc:
             log.warning("mirror: cannot locate %s again: %s", self.label, exc)
             return None

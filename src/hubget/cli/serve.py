@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -88,8 +89,17 @@ def serve(
             "hubget serve): repos not under ROOT are fetched from it once, into ROOT/.hubget-mirror.",
         ),
     ] = None,
+    upstream_modelscope: Annotated[
+        str | None,
+        typer.Option(
+            help="Pull-through mirror of this ModelScope endpoint for the ModelScope API (clients set "
+            "MODELSCOPE_ENDPOINT to this server): repos not under ROOT are fetched from it once, into "
+            "ROOT/.hubget-mirror/ms.",
+        ),
+    ] = None,
     upstream_token_file: Annotated[
-        Path | None, typer.Option(help="File holding the token the mirror sends upstream.")
+        Path | None,
+        typer.Option(help="File holding the token the mirror sends to --upstream (not to ModelScope)."),
     ] = None,
     revision_ttl: Annotated[
         float,
@@ -102,15 +112,22 @@ def serve(
     upstream_connections: Annotated[
         int, typer.Option(min=1, max=64, help="Connections to upstream per file being fetched.")
     ] = 8,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(help="Serve HTTPS with this certificate (PEM; the chain after the server's own)."),
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="With --tls-cert: its private key (PEM).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every request on stderr.")] = False,
 ) -> None:
     """Serve model, dataset and space repos over the Hugging Face API (and git, ModelScope).
 
     A repo folder is a git repository (branches, tags, commits; LFS objects from .git/lfs) or a plain
     folder (one revision, main). Point clients at it with HF_ENDPOINT=http://HOST:PORT.
-    Prints "hubget serve: listening on http://HOST:PORT" once the port is open.
+    Prints "hubget serve: listening on http://HOST:PORT" once the port is open (https:// with
+    --tls-cert and --tls-key).
     With --upstream, any other repo is served from that hub: fetched once (one call per file, however
-    many clients want it at once, each served the bytes as they arrive) and kept.
+    many clients want it at once, each served the bytes as they arrive) and kept. --upstream-modelscope
+    does the same for the ModelScope API (MODELSCOPE_ENDPOINT=http://HOST:PORT).
     """
     from hubget.server.app import create_app, read_token_file, serve_forever
     from hubget.server.connections import ServerLimits
@@ -123,8 +140,13 @@ def serve(
             raise UsageError(f"{root} is not a folder")
     if hf_cache is not None and store_url is not None:
         raise UsageError("--hf-cache serves a local cache; it does not combine with --store")
+    mirrored = [u for u in (upstream, upstream_modelscope) if u is not None]
     if upstream is not None and store_url is not None and max_size is not None:
         raise UsageError("--max-size applies to a mirror on a ROOT folder; a bucket keeps what it is given")
+    if upstream_modelscope is not None and store_url is not None:
+        raise UsageError(
+            "--upstream-modelscope fills a ROOT folder; on --store s3://... only --upstream mirrors"
+        )
     if hf_cache is not None and not hf_cache.is_dir():
         raise UsageError(f"--hf-cache {hf_cache} is not a folder")
     tokens = None
@@ -136,18 +158,19 @@ def serve(
         if not tokens:
             raise UsageError(f"--token-file {token_file} holds no token")
     upstream_token = None
-    if upstream is None and (upstream_token_file is not None or max_size is not None):
-        raise UsageError("--upstream-token-file and --max-size need --upstream")
+    if upstream is None and upstream_token_file is not None:
+        raise UsageError("--upstream-token-file needs --upstream")
+    if not mirrored and max_size is not None:
+        raise UsageError("--max-size needs --upstream or --upstream-modelscope")
     max_bytes = None
     if max_size is not None:
         from hubget.api.mirror_budget import parse_size
 
         max_bytes = parse_size(max_size)
+    for flag, url in (("--upstream", upstream), ("--upstream-modelscope", upstream_modelscope)):
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise UsageError(f"{flag} {url!r} is not an http(s) URL")
     if upstream is not None:
-        if not upstream.startswith(("http://", "https://")):
-            raise UsageError(f"--upstream {upstream!r} is not an http(s) URL")
-        if workers != 1 and store_url is None:
-            raise UsageError("--upstream on a ROOT folder runs in one process: use --workers 1")
         if upstream_token_file is not None:
             try:
                 upstream_token = upstream_token_file.read_text().strip() or None
@@ -163,6 +186,7 @@ def serve(
     for noisy in ("botocore", "boto3", "urllib3"):  # their INFO lines are not about requests served
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
+    ssl_context = _ssl_context(tls_cert, tls_key)
     limits = ServerLimits(
         header_timeout=header_timeout, keepalive_timeout=keepalive_timeout, max_connections=max_connections
     )
@@ -177,7 +201,16 @@ def serve(
 
             async def main() -> None:
                 task = asyncio.ensure_future(
-                    serve_forever(app, host, port, on_bound, access_log=verbose, sock=sock, limits=limits)
+                    serve_forever(
+                        app,
+                        host,
+                        port,
+                        on_bound,
+                        access_log=verbose,
+                        sock=sock,
+                        limits=limits,
+                        ssl_context=ssl_context,
+                    )
                 )
                 loop = asyncio.get_running_loop()
                 for sig in (signal.SIGINT, signal.SIGTERM):
@@ -191,6 +224,7 @@ def serve(
         """The application of one worker (each makes its own clients)."""
         repos = None
         mirror: Upstream | None = None
+        ms_mirror = None
         app_root = root
         if store_url is not None and upstream is not None:  # the mirror on a bucket
             from hubget.api.mirror_s3 import BucketMirror
@@ -213,7 +247,12 @@ def serve(
             repos = S3Store(
                 store_url, endpoint=s3_endpoint, presign_endpoint=presign_endpoint, presign_ttl=presign_ttl
             )
-        elif upstream is not None:
+        budget = None
+        if max_bytes is not None:  # one --max-size for both hubs, kept by every worker process
+            from hubget.api.mirror_budget import BlobBudget
+
+            budget = BlobBudget(None, max_bytes, shared=workers > 1)
+        if upstream is not None and store_url is None:
             from hubget.api.mirror import Mirror
 
             mirror = Mirror(
@@ -222,7 +261,17 @@ def serve(
                 token=upstream_token,
                 revision_ttl=revision_ttl,
                 connections=upstream_connections,
-                max_size=max_bytes,
+                budget=budget,
+            )
+        if upstream_modelscope is not None:
+            from hubget.api.mirror_ms import ModelScopeMirror
+
+            ms_mirror = ModelScopeMirror(
+                root or Path("."),
+                upstream_modelscope,
+                revision_ttl=revision_ttl,
+                connections=upstream_connections,
+                budget=budget,
             )
         return create_app(
             app_root or Path("."),
@@ -231,6 +280,7 @@ def serve(
             page_size=page_size,
             store=repos,
             upstream=mirror,
+            ms_upstream=ms_mirror,
         )
 
     try:
@@ -259,6 +309,28 @@ def serve(
         for pid in children:
             with contextlib.suppress(OSError):
                 os.waitpid(pid, 0)
+
+
+def _ssl_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    """The server's TLS context (aiohttp serves HTTPS with it), or None for plain HTTP."""
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise UsageError("--tls-cert and --tls-key go together: give both (or neither, for plain HTTP)")
+    for flag, path in (("--tls-cert", cert), ("--tls-key", key)):
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise UsageError(f"cannot read {flag} {path}: {exc.strerror}") from None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (ssl.SSLError, ValueError) as exc:
+        raise UsageError(
+            f"--tls-cert {cert} / --tls-key {key}: not a certificate and its key ({exc})"
+        ) from None
+    return context
 
 
 def _store_url(root: Path | None, store: str | None) -> S3Url | None:

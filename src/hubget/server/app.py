@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
@@ -81,10 +82,17 @@ def create_app(
     page_size: int = DEFAULT_PAGE_SIZE,
     store: Store | None = None,
     upstream: Upstream | None = None,
+    ms_upstream: Upstream | None = None,
 ) -> web.Application:
     """The server application for the repos under ``root`` (see ``hubget.server.store``); with
-    ``upstream``, every other repo is served from that hub (a pull-through mirror)."""
-    store = store or Store(Path(root), hf_cache=Path(hf_cache) if hf_cache else None, upstream=upstream)
+    ``upstream``, every other repo is served from that hub (a pull-through mirror), and with
+    ``ms_upstream`` every other repo of the ModelScope API from that one."""
+    store = store or Store(
+        Path(root),
+        hf_cache=Path(hf_cache) if hf_cache else None,
+        upstream=upstream,
+        ms_upstream=ms_upstream,
+    )
     app = web.Application(middlewares=[auth_middleware], client_max_size=MAX_REQUEST_BODY)
     app[STORE_KEY] = store
     app[TOKENS_KEY] = frozenset(tokens or ())
@@ -94,7 +102,7 @@ def create_app(
         store.close()
 
     app.on_cleanup.append(close_store)
-    if upstream is not None:
+    if upstream is not None or ms_upstream is not None:
         metrics.setup(app)  # before the repo routes: "/metrics" is no repo
     for routes in (hf_routes, git_routes, ms_routes):  # registered in this order
         routes.setup(app, store)
@@ -123,22 +131,24 @@ async def serve_forever(
     access_log: bool = False,
     sock: socket.socket | None = None,
     limits: ServerLimits | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> None:
     """Serve until cancelled. ``on_bound`` gets the base URL once the socket listens (port 0 allowed).
-    With ``sock`` (a listening socket shared by several worker processes) host and port are ignored."""
+    With ``sock`` (a listening socket shared by several worker processes) host and port are ignored;
+    with ``ssl_context`` it is HTTPS."""
     runner = runner_for(app, access_log=access_log, limits=limits)
     await runner.setup()
     try:
         site: web.BaseSite
         if sock is not None:
-            site = web.SockSite(runner, sock)
+            site = web.SockSite(runner, sock, ssl_context=ssl_context)
         else:
-            site = web.TCPSite(runner, host, port, reuse_address=True, backlog=512)
+            site = web.TCPSite(runner, host, port, reuse_address=True, backlog=512, ssl_context=ssl_context)
         await site.start()
         bound_host, bound_port = runner.addresses[0][:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         if on_bound is not None:
-            on_bound(f"http://{shown}:{bound_port}")
+            on_bound(f"{'https' if ssl_context else 'http'}://{shown}:{bound_port}")
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()

@@ -51,7 +51,15 @@ def _repo_id(request: web.Request) -> str:
 
 async def _git_repo(request: web.Request, repo_type: RepoType) -> Repo:
     store = request.app[STORE_APP_KEY]
-    repo = await asyncio.to_thread(store.find, repo_type, _repo_id(request), upstream=False)
+    try:
+        repo = await asyncio.to_thread(store.find, repo_type, _repo_id(request), upstream=False)
+    except RepoNotFoundError as exc:
+        if store.upstream is None and store.ms_upstream is None:
+            raise
+        raise RepoNotFoundError(
+            f"{exc}: a mirror serves git (clone, fetch, LFS) only for the repos under its ROOT; get this "
+            "one through the hub API instead (HF_ENDPOINT / MODELSCOPE_ENDPOINT at this server)"
+        ) from None
     if repo.git_dir is None:
         raise RepoNotFoundError(
             f"{repo.repo_id} is not served from a git repository (a plain folder or a cache): "

@@ -159,7 +159,9 @@ class GrowingStream:
         if elapsed < RATE_WINDOW:
             return False
         rate = (total - self._mark[1]) / elapsed
-        return rate <= 0 or gap / rate > DIRECT_ETA
+        # No growth seen (the resume state is saved now and then, later under load): DIRECT_AFTER
+        # decides, so a client at the front of a fill that paused does not fetch what the fill fetches.
+        return rate > 0 and gap / rate > DIRECT_ETA
 
     async def _sendfile(self, path: Path, offset: int, count: int, lineage: int | None) -> None:
         """Send ``count`` bytes of ``path`` from ``offset``; a partial file is opened once, and only

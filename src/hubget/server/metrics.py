@@ -28,8 +28,10 @@ def _escape(value: str) -> str:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    upstream = request.app[STORE_KEY].upstream
-    samples = upstream.metrics() if upstream is not None else []
+    store = request.app[STORE_KEY]
+    samples = [s for up in (store.upstream, store.ms_upstream) if up is not None for s in up.metrics()]
+    order = {name: i for i, (name, *_) in reversed(list(enumerate(samples)))}
+    samples.sort(key=lambda s: order[s[0]])  # (stable) the samples of one metric in one group
     return web.Response(body=render(samples).encode(), headers={"Content-Type": CONTENT_TYPE})
 
 

@@ -34,8 +34,11 @@ def entry_of(file: RemoteFile) -> Entry:
 
 
 class MirrorRepo(Repo):
-    def __init__(self, upstream: Upstream, repo_type: RepoType, repo_id: str, root: Path) -> None:
+    def __init__(
+        self, upstream: Upstream, repo_type: RepoType, repo_id: str, root: Path, default_branch: str = "main"
+    ) -> None:
         super().__init__()
+        self.default_branch = default_branch
         self.upstream = upstream
         self.repo_type = repo_type
         self.repo_id = repo_id

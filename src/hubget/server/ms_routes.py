@@ -22,7 +22,13 @@ from typing import Any
 
 from aiohttp import web
 
-from hubget.errors import EntryNotFoundError, HubgetError, RepoNotFoundError, RevisionNotFoundError
+from hubget.errors import (
+    EntryNotFoundError,
+    HubgetError,
+    NetworkError,
+    RepoNotFoundError,
+    RevisionNotFoundError,
+)
 from hubget.hashing import READ_BLOCK
 from hubget.models import RepoType
 from hubget.server.gitrepo import blob_command
@@ -95,7 +101,7 @@ class MsApi:
         repo_type = _TYPES.get(segment)
         if repo_type is None:
             raise RepoNotFoundError(f"unknown repo type {segment!r}")
-        return self.store.find(repo_type, f"{owner}/{name}", upstream=False)
+        return self.store.find_modelscope(repo_type, f"{owner}/{name}")
 
     def resolve(self, repo: Repo, revision: str | None) -> str:
         revision = revision or DEFAULT_REVISION
@@ -270,6 +276,8 @@ def _ms_errors(handler: Handler) -> Handler:
             return await handler(request)
         except (RepoNotFoundError, RevisionNotFoundError, EntryNotFoundError) as exc:
             return error_response(404, str(exc))
+        except NetworkError as exc:  # what the upstream of a mirror (--upstream-modelscope) did
+            return error_response(502, f"upstream: {exc}")
         except HubgetError as exc:
             return error_response(500, str(exc))
 

@@ -10,7 +10,8 @@ Layout of a served ROOT (a repo id is ``owner/name`` or a bare ``name``):
 A repo folder is a git repository (work tree or bare, also found as ``{name}.git``) or a plain folder
 of files. ``--hf-cache DIR`` adds the repos of a Hugging Face cache (``models--org--name``); a repo in
 ROOT wins over the same id in the cache. With an ``Upstream`` (``--upstream``), any other repo is
-served from the upstream hub through a ``MirrorRepo`` (for the Hugging Face API). Hashes of plain
+served from the upstream hub through a ``MirrorRepo`` (for the Hugging Face API; with an ``ms_upstream``,
+``--upstream-modelscope``, the same for the ModelScope API: ``find_modelscope``). Hashes of plain
 files are remembered in ``ROOT/.hubget-cache/hashes.sqlite`` (or in memory when ROOT is read-only).
 """
 
@@ -53,6 +54,9 @@ def is_git_repo(path: Path) -> bool:
 class Store:
     """Finds repos under ROOT (and in an HF cache) and keeps one Repo object per folder."""
 
+    upstream: Upstream | None = None  # (class defaults: stores of other kinds have none)
+    ms_upstream: Upstream | None = None
+
     def __init__(
         self,
         root: Path,
@@ -60,10 +64,12 @@ class Store:
         hf_cache: Path | None = None,
         cache_dir: Path | None = None,
         upstream: Upstream | None = None,
+        ms_upstream: Upstream | None = None,
     ) -> None:
         self.root = Path(os.path.realpath(root))
         self.upstream = upstream
-        self._mirrored: dict[tuple[RepoType, str], MirrorRepo] = {}
+        self.ms_upstream = ms_upstream
+        self._mirrored: dict[tuple[str, RepoType, str], MirrorRepo] = {}
         self.hf_cache = Path(os.path.realpath(hf_cache)) if hf_cache else None
         db_dir = cache_dir if cache_dir is not None else self.root / CACHE_DIR_NAME
         self.hashes = HashCache(db_dir / "hashes.sqlite" if os.access(self.root, os.W_OK) else None)
@@ -86,8 +92,18 @@ class Store:
             if (folder / "snapshots").is_dir() and self._inside(folder, self.hf_cache):
                 return self._repo_for(folder, repo_type, repo_id, hf_cache=True)
         if self.upstream is not None and upstream:
-            return self._mirror_for(repo_type, repo_id).bound(token)
+            return self._mirror_for("hf", repo_type, repo_id).bound(token)
         raise RepoNotFoundError(f"repository {repo_id!r} ({repo_type}) not found")
+
+    def find_modelscope(self, repo_type: RepoType, repo_id: str) -> Repo:
+        """``find`` for the ModelScope API: a repo on this machine, else one of ``ms_upstream``."""
+        try:
+            return self.find(repo_type, repo_id, upstream=False)
+        except RepoNotFoundError:
+            if self.ms_upstream is None:
+                raise
+        split_repo_id(repo_id)
+        return self._mirror_for("ms", repo_type, repo_id)
 
     def find_for(self, repo_type: RepoType, repo_id: str, token: str | None) -> Repo:
         """``find`` for a client presenting ``token`` (positional, for executors)."""
@@ -161,20 +177,24 @@ class Store:
                 self._repos[key] = repo
             return repo
 
-    def _mirror_for(self, repo_type: RepoType, repo_id: str) -> MirrorRepo:
-        assert self.upstream is not None
+    def _mirror_for(self, api: str, repo_type: RepoType, repo_id: str) -> MirrorRepo:
+        upstream = self.upstream if api == "hf" else self.ms_upstream
+        assert upstream is not None
         with self._lock:
-            repo = self._mirrored.get((repo_type, repo_id))
+            repo = self._mirrored.get((api, repo_type, repo_id))
             if repo is None:
-                folder = self.root / MIRROR_DIR_NAME / repo_type / repo_id
-                repo = MirrorRepo(self.upstream, repo_type, repo_id, folder)
-                self._mirrored[(repo_type, repo_id)] = repo
+                sub = repo_type if api == "hf" else f"{api}/{repo_type}"
+                folder = self.root / MIRROR_DIR_NAME / sub / repo_id
+                # (ModelScope's default branch is master)
+                repo = MirrorRepo(upstream, repo_type, repo_id, folder, "main" if api == "hf" else "master")
+                self._mirrored[(api, repo_type, repo_id)] = repo
             return repo
 
     def close(self) -> None:
         self.hashes.close()
-        if self.upstream is not None:
-            self.upstream.close()
+        for upstream in (self.upstream, self.ms_upstream):
+            if upstream is not None:
+                upstream.close()
 
 
 def _subdirs(base: Path) -> list[Path]:

@@ -42,6 +42,7 @@ TOKEN_COOKIE = "m_session_id"
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9_.\-]+$")
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _SEGMENTS = {"model": "models", "dataset": "datasets"}
 
 
@@ -93,16 +94,25 @@ class ModelScopeSource:
 
     def resolve(self, ref: RepoRef) -> Snapshot:
         revision = ref.revision or DEFAULT_REVISION
+        files = self.listing(ref, revision)[1]
+        return Snapshot(ref=ref, commit=revision, files=files, source=self.name, endpoint=self.endpoint)
+
+    def listing(self, ref: RepoRef, revision: str) -> tuple[str | None, list[RemoteFile]]:
+        """Every file of ``revision`` (sorted by path, URLs at ``revision``) and the commit its entries
+        name (``Revision``), or None when they name no single 40-hex commit."""
         entries = self._list_all(ref, revision)
         files: list[RemoteFile] = []
         seen: set[str] = set()
+        commits: set[str] = set()
         for entry in entries:
             remote = self._remote_file(ref, revision, entry)
             if remote is not None and remote.path not in seen:
                 seen.add(remote.path)
                 files.append(remote)
+                commits.add(str(entry.get("Revision") or ""))
         files.sort(key=lambda f: f.path)
-        return Snapshot(ref=ref, commit=revision, files=files, source=self.name, endpoint=self.endpoint)
+        commit = commits.pop() if len(commits) == 1 else None
+        return (commit if commit and _COMMIT.match(commit) else None), files
 
     def file_info(self, ref: RepoRef, path: str) -> RemoteFile:
         safe_relpath(path)

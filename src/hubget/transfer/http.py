@@ -305,6 +305,23 @@ def _describe(e: BaseException) -> str:
     return text
 
 
+def _trusting(bundles: list[str]) -> ssl.SSLContext | None:
+    """A client TLS context trusting the CAs of every readable one of ``bundles`` (files or folders);
+    None when none can be read (the first is then handed to urllib3, which reports it per request)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # (verifies certificates and host names)
+    loaded = 0
+    for bundle in bundles:
+        try:
+            if os.path.isdir(bundle):
+                context.load_verify_locations(capath=bundle)
+            else:
+                context.load_verify_locations(cafile=bundle)
+            loaded += 1
+        except (OSError, ssl.SSLError):
+            continue
+    return context if loaded else None
+
+
 def _is_loopback(host: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
 
@@ -350,12 +367,15 @@ class HttpClient:
             "block": False,
             "cert_reqs": "CERT_REQUIRED",
         }
-        ca_bundle = ca_bundle or config.ca_bundle()
-        if ca_bundle and os.path.isdir(ca_bundle):
-            self._pool_kw["ca_cert_dir"] = ca_bundle  # a c_rehash'ed folder, as REQUESTS_CA_BUNDLE may be
-        elif ca_bundle:
-            self._pool_kw["ca_certs"] = ca_bundle
-        self.ca_bundle = ca_bundle
+        bundles = [ca_bundle] if ca_bundle else config.ca_bundles()
+        context = _trusting(bundles) if len(bundles) > 1 else None
+        if context is not None:
+            self._pool_kw["ssl_context"] = context
+        elif bundles and os.path.isdir(bundles[0]):
+            self._pool_kw["ca_cert_dir"] = bundles[0]  # a c_rehash'ed folder, as REQUESTS_CA_BUNDLE may be
+        elif bundles:
+            self._pool_kw["ca_certs"] = bundles[0]
+        self.ca_bundle = bundles[0] if bundles else None
         self._direct = urllib3.PoolManager(**self._pool_kw)
         self._proxies: dict[str, urllib3.ProxyManager] = {}
         self._lock = threading.Lock()
