@@ -18,13 +18,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
+
+from bench.procs import read_json_line, start_module
 
 CHUNK = 256 * 1024
 QUEUED = 64  # chunks in one direction's delay line at most (backpressure beyond that)
@@ -125,32 +125,14 @@ class DelayServer:
         self, upstream_url: str, rtt: tuple[float, float], log: Path, handshake_rtts: int = 2
     ) -> None:
         target = upstream_url.split("://", 1)[1].rstrip("/")
-        root = Path(__file__).resolve().parent.parent
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p),
-        }
         self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
-        cmd = [sys.executable, "-m", "bench.delay", target, "--rtt", str(rtt[0]), str(rtt[1])]
-        cmd += ["--handshake-rtts", str(handshake_rtts)]
-        self.proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            cwd=root,
-            env=env,
-            start_new_session=True,
-        )
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + 30
-        line = b""
-        while time.monotonic() < deadline and not line and self.proc.poll() is None:
-            line = self.proc.stdout.readline()
-        if not line:
+        args = [target, "--rtt", str(rtt[0]), str(rtt[1]), "--handshake-rtts", str(handshake_rtts)]
+        self.proc = start_module("bench.delay", args, self._log)
+        ready = read_json_line(self.proc, 30)
+        if ready is None:
             self.stop()
             raise RuntimeError(f"the delay proxy did not start; see {log}")
-        self.url = str(json.loads(line)["url"])
+        self.url = str(ready["url"])
 
     def stop(self) -> None:
         if self.proc.poll() is None:

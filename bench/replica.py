@@ -17,17 +17,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import IO, Any
 
 from tests.support.hubreplica import BRIDGE, HUB, HubReplica, make_repo
 from tests.support.hubreplica import _Handler as ReplicaHandler
+
+from bench.procs import read_json_line, start_module
 
 READY_TIMEOUT = 120.0
 
@@ -158,44 +158,19 @@ class ReplicaServer:
     ) -> None:
         self.log_path = log
         self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
-        cmd = [sys.executable, "-m", "bench.replica", str(folder), repo_id]
-        cmd += ["--rate-per-conn", str(rate_per_conn), "--rtt", str(rtt[0]), str(rtt[1])]
-        cmd += ["--handshake-rtts", str(handshake_rtts)]
-        root = cwd or Path(__file__).resolve().parent.parent
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p),
-        }
-        self.proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            cwd=root,
-            env=env,
-            start_new_session=True,
-        )
+        args = [str(folder), repo_id, "--rate-per-conn", str(rate_per_conn)]
+        args += ["--rtt", str(rtt[0]), str(rtt[1]), "--handshake-rtts", str(handshake_rtts)]
+        self.proc = start_module("bench.replica", args, self._log, cwd)
         self._lock = threading.Lock()
         ready = self._read(READY_TIMEOUT)
         self.hub_url = str(ready["hub_url"])
         self.bridge_url = str(ready["bridge_url"])
 
     def _read(self, timeout: float) -> dict[str, Any]:
-        out = self.proc.stdout
-        assert out is not None
-        deadline = time.monotonic() + timeout
-        line = b""
-        while time.monotonic() < deadline:
-            line = out.readline()
-            if line:
-                break
-            if self.proc.poll() is not None:
-                break
-        if not line:
+        data = read_json_line(self.proc, timeout)
+        if data is None:
             self.stop()
             raise RuntimeError(f"the hub replica did not answer; see {self.log_path}")
-        data = json.loads(line)
-        assert isinstance(data, dict)
         return data
 
     def ask(self, command: str) -> dict[str, Any]:
