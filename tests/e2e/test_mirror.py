@@ -25,7 +25,7 @@ import pytest
 
 from tests.support.hubreplica import BRIDGE, HUB, HubReplica, make_repo
 from tests.support.mirrorserver import MirrorServer, finish_client, finish_client_logged, start_client
-from tests.support.repos import llm_repo_files
+from tests.support.repos import hashes, llm_repo_files
 
 MiB = 1024 * 1024
 FILES = llm_repo_files(n_shards=2, shard_size=3 * MiB, seed=5)
@@ -37,10 +37,6 @@ from huggingface_hub import snapshot_download
 path = snapshot_download("org/llm")
 emit({"files": tree_hashes(path), "commit": Path(path).name})
 """
-
-
-def hashes(files: dict[str, bytes]) -> dict[str, str]:
-    return {path: hashlib.sha256(data).hexdigest() for path, data in sorted(files.items())}
 
 
 def lfs_bytes(hub: HubReplica, repo_id: str) -> int:

@@ -9,7 +9,6 @@ engine's ranges partition the file) however many clients at once, nothing at all
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import time
@@ -21,7 +20,7 @@ from urllib.parse import unquote_plus
 from tests.support.countinghub import CountingHub, counting_hub
 from tests.support.mirrorserver import MirrorServer, finish_client, start_client
 from tests.support.proxy import counting_proxy
-from tests.support.repos import llm_repo_files, write_folder_repo
+from tests.support.repos import hashes, llm_repo_files, write_folder_repo
 
 MiB = 1024 * 1024
 FILES = llm_repo_files(n_shards=2, shard_size=3 * MiB, seed=11)
@@ -35,10 +34,6 @@ from modelscope import snapshot_download
 path = snapshot_download("org/llm", cache_dir=os.environ["MODELSCOPE_CACHE"])
 emit({"files": tree_hashes(path)})
 """
-
-
-def hashes(files: dict[str, bytes]) -> dict[str, str]:
-    return {path: hashlib.sha256(data).hexdigest() for path, data in sorted(files.items())}
 
 
 def body_bytes(hub: CountingHub) -> dict[str, int]:

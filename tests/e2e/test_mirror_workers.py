@@ -6,14 +6,13 @@ state on disk tells, and it asks upstream nothing for that blob.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from pathlib import Path
 
 from tests.support.hubreplica import BRIDGE, HUB, HubReplica, make_repo
 from tests.support.mirrorserver import MirrorServer, finish_client, start_client
-from tests.support.repos import llm_repo_files
+from tests.support.repos import hashes, llm_repo_files
 
 MiB = 1024 * 1024
 FILES = llm_repo_files(n_shards=3, shard_size=4 * MiB, seed=17)
@@ -24,10 +23,6 @@ from huggingface_hub import snapshot_download
 path = snapshot_download("org/llm")
 emit({"files": tree_hashes(path)})
 """
-
-
-def hashes(files: dict[str, bytes]) -> dict[str, str]:
-    return {path: hashlib.sha256(data).hexdigest() for path, data in sorted(files.items())}
 
 
 def test_two_workers_fetch_each_blob_once(tmp_path: Path):

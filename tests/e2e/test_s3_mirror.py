@@ -10,7 +10,6 @@ from it without fetching any blob. A fill lock whose owner died is taken over.""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import subprocess
@@ -24,7 +23,7 @@ import pytest
 from tests.protocol.test_serve_s3 import s3_hub, written_bytes
 from tests.support.hubreplica import BRIDGE, HubReplica, make_repo
 from tests.support.mirrorserver import finish_client, start_client
-from tests.support.repos import llm_repo_files
+from tests.support.repos import hashes, llm_repo_files
 from tests.support.seaweed import SeaweedS3, seaweed_s3
 
 MiB = 1024 * 1024
@@ -38,10 +37,6 @@ from huggingface_hub import snapshot_download
 path = snapshot_download("org/llm")
 emit({"files": tree_hashes(path), "commit": Path(path).name})
 """
-
-
-def hashes(files: dict[str, bytes]) -> dict[str, str]:
-    return {path: hashlib.sha256(data).hexdigest() for path, data in sorted(files.items())}
 
 
 @contextlib.contextmanager

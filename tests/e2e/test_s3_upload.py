@@ -16,10 +16,9 @@ from typing import Any
 import pytest
 
 from tests.protocol.clientrun import run_client
-from tests.protocol.conftest import hashes
 from tests.protocol.test_serve_s3 import s3_hub, written_bytes
 from tests.support.hubserver import hub_server
-from tests.support.repos import GitRepoBuilder, llm_repo_files, write_folder_repo
+from tests.support.repos import GitRepoBuilder, hashes, llm_repo_files, write_folder_repo
 from tests.support.seaweed import SeaweedS3, seaweed_s3
 
 MiB = 1024 * 1024

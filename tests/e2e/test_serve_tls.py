@@ -22,7 +22,7 @@ import pytest
 from tests.support.hubserver import hub_server
 from tests.support.mirrorserver import MirrorServer, finish_client, start_client
 from tests.support.rangeserver import make_self_signed
-from tests.support.repos import llm_repo_files, write_folder_repo
+from tests.support.repos import hashes, llm_repo_files, write_folder_repo
 
 MiB = 1024 * 1024
 FILES = llm_repo_files(n_shards=2, shard_size=2 * MiB, seed=13)
@@ -30,10 +30,6 @@ SNAPSHOT = """
 from huggingface_hub import snapshot_download
 emit({"files": tree_hashes(snapshot_download("org/tls"))})
 """
-
-
-def hashes(files: dict[str, bytes]) -> dict[str, str]:
-    return {path: hashlib.sha256(data).hexdigest() for path, data in sorted(files.items())}
 
 
 def clean_env(**extra: str) -> dict[str, str]:

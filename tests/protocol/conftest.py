@@ -3,7 +3,6 @@ single-name repos, with the exact bytes every revision must hold."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -13,10 +12,6 @@ import pytest
 
 from tests.support.hubserver import hub_server
 from tests.support.repos import GitRepoBuilder, llm_repo_files, write_folder_repo
-
-
-def hashes(files: dict[str, bytes]) -> dict[str, str]:
-    return {path: hashlib.sha256(data).hexdigest() for path, data in sorted(files.items())}
 
 
 @dataclass

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from tests.protocol.clientrun import run_client
-from tests.protocol.conftest import HubRepos, hashes
+from tests.protocol.conftest import HubRepos
 from tests.support.hubserver import hub_server
+from tests.support.repos import hashes
 
 
 def _client_python(which: str) -> str:

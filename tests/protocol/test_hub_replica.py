@@ -30,17 +30,13 @@ import pytest
 
 from tests.protocol.clientrun import run_client
 from tests.support.hubreplica import BRIDGE, HUB, HubReplica, RateLimits, make_repo
-from tests.support.repos import llm_repo_files
+from tests.support.repos import hashes, llm_repo_files
 
 NO_XET = {"HF_HUB_DISABLE_XET": "1"}
 FILES = llm_repo_files(n_shards=3, shard_size=256 * 1024, seed=7)
 SMALL = {k: FILES[k] for k in sorted(FILES)[:6]}  # 6 files, 2 of them LFS
 USER_TOKEN = "hf_replica_user_token"
 GRANTED_TOKEN = "hf_replica_granted_token"
-
-
-def hashes(files: dict[str, bytes]) -> dict[str, str]:
-    return {path: hashlib.sha256(data).hexdigest() for path, data in sorted(files.items())}
 
 
 @pytest.fixture

@@ -21,9 +21,15 @@ import pytest
 import urllib3
 
 from tests.protocol.clientrun import run_client
-from tests.protocol.conftest import hashes
 from tests.support.hubserver import _wait_for_url, hub_server
-from tests.support.repos import GitRepoBuilder, git_blob_sha1, llm_repo_files, sha256_hex, write_folder_repo
+from tests.support.repos import (
+    GitRepoBuilder,
+    git_blob_sha1,
+    hashes,
+    llm_repo_files,
+    sha256_hex,
+    write_folder_repo,
+)
 from tests.support.seaweed import SeaweedS3, seaweed_s3
 
 MiB = 1024 * 1024

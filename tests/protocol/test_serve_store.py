@@ -12,9 +12,9 @@ import hubget.server.hashcache as hashcache
 from hubget.errors import EntryNotFoundError, RepoNotFoundError, RevisionNotFoundError
 from hubget.server.store import Store
 from tests.protocol.clientrun import run_client
-from tests.protocol.conftest import HubRepos, hashes
+from tests.protocol.conftest import HubRepos
 from tests.support.hubserver import hub_server
-from tests.support.repos import git_blob_sha1, sha256_hex, write_folder_repo
+from tests.support.repos import git_blob_sha1, hashes, sha256_hex, write_folder_repo
 
 
 def test_folder_commit_follows_content(tmp_path: Path):

@@ -33,6 +33,11 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def hashes(files: dict[str, bytes]) -> dict[str, str]:
+    """path -> sha256 of every file, as the clients' downloads are compared (``tree_hashes``)."""
+    return {path: sha256_hex(data) for path, data in sorted(files.items())}
+
+
 def git_blob_sha1(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
