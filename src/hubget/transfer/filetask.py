@@ -1,8 +1,7 @@
 """One file being downloaded: its partial file, the byte ranges done and to do, its hasher.
 
 The Engine owns the scheduling; a FileTask owns the file on disk. Every mutable field is guarded
-by the Engine's lock, except the hot path (``pwrite`` into ``fd``), which needs no lock because
-workers write disjoint ranges.
+by the Engine's lock, except the hot path (writes into ``fd``): workers write disjoint ranges.
 """
 
 from __future__ import annotations
@@ -10,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import logging
 import os
 import secrets
 import socket
@@ -40,6 +40,7 @@ _HOST = socket.gethostname()
 _HOST_TAG = hashlib.sha1(_HOST.encode()).hexdigest()[:8]
 _live_owners: set[str] = set()  # owner ids of the partial files this process has open
 _live_lock = threading.Lock()
+_log = logging.getLogger(__name__)
 
 
 def _new_owner() -> str:
@@ -523,7 +524,8 @@ class FileTask:
             except OSError as e:
                 if e.errno in DISK_ERRNOS:
                     raise disk_error(e, "cannot save resume state for", self.partial) from e
-                raise
+                # (another writer moved the shared name away: only the resume record is lost)
+                _log.debug("resume state for %s not saved: %s", self.partial, e)
 
     def close(self) -> None:
         """Close the partial; a private one is removed (no later run can find it to resume)."""

@@ -8,8 +8,10 @@ Written atomically (temp file + rename), so a killed process leaves either the o
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,22 +73,27 @@ def save_state(path: Path, state: PartialState, *, durable: bool = True) -> None
         "done": [list(iv) for iv in state.done.as_list()],
         "owner": state.owner,
     }
-    tmp = path.with_name(path.name + ".tmp")
     data = json.dumps(payload).encode()
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    # A temp name of this writer's own: two processes on one cache whose file locks do not work
+    # may both save the same state, and one must never rename the other's temp file away.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.write(fd, data)
-        if durable:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            os.write(fd, data)
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def discard(partial: Path) -> None:
     """Remove a partial file and its state (after an integrity failure or a changed file)."""
-    for p in (partial, state_path(partial), state_path(partial).with_name(state_path(partial).name + ".tmp")):
+    state = state_path(partial)
+    for p in (partial, state, *state.parent.glob(f".{glob.escape(state.name)}.*.tmp")):
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
