@@ -12,6 +12,7 @@ from pathlib import Path
 from bench.data import SCALES
 from bench.machine import describe
 from bench.peers import PEERS
+from bench.procs import compile_hubget
 from bench.report import chart, markdown
 from bench.runner import Bench, RunRecord, load_records, save_records
 from bench.scenarios import SCENARIOS
@@ -91,6 +92,7 @@ def _stop_on_sigterm(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     args = parse(argv)
+    compile_hubget()
     json_path = args.results or args.out / "benchmarks.json"
     if args.report_only:
         meta, records = load_records(json_path)

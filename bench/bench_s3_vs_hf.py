@@ -35,6 +35,7 @@ from tests.support.hubserver import hub_server  # noqa: E402
 from tests.support.seaweed import seaweed_s3  # noqa: E402
 
 from bench.bench_serve import make_file  # noqa: E402
+from bench.procs import compile_hubget  # noqa: E402
 
 BUCKET = "models"
 REPO = "org/big"
@@ -151,6 +152,7 @@ def main() -> None:
     p.add_argument("--shards", type=int, default=4)
     p.add_argument("--rounds", type=int, default=1)
     args = p.parse_args()
+    compile_hubget()
     size = args.size_mb * 1024 * 1024
     runners = {"hubget": hubget_run, "hubget 16 MiB x 12": hubget_wide, "hf+boto3": hf_then_boto3}
     rows: dict[str, list[dict[str, float]]] = {name: [] for name in runners}

@@ -39,6 +39,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.procs import compile_hubget  # noqa: E402
+
 GiB = 1024**3
 REPO = "org/big"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -277,6 +280,7 @@ def main() -> None:
     ap.add_argument("--workdir", default="/tmp/hubget-bench-engine")
     ap.add_argument("--out", default="", help="write the JSON report here")
     args = ap.parse_args()
+    compile_hubget()
 
     root = Path(args.workdir)
     for sub in ("www", "tmp", "src"):

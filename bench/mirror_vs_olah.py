@@ -69,6 +69,7 @@ from tests.support.mirrorserver import MirrorServer, finish_client_logged, start
 from bench.bench_serve import NGINX_CONF, free_port, parallel_ranges, wait_for_http  # noqa: E402
 from bench.data import BenchRepo, ensure_repo  # noqa: E402
 from bench.machine import describe  # noqa: E402
+from bench.procs import compile_hubget  # noqa: E402
 from bench.replica import ReplicaServer  # noqa: E402
 from bench.verify import verify_tree  # noqa: E402
 
@@ -462,6 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="write the results here (default: WORK/mirror_vs_olah.json)")
     ap.add_argument("--md", type=Path, help="write the markdown table here (default: WORK/mirror_vs_olah.md)")
     args = ap.parse_args(argv)
+    compile_hubget()
     counts = [int(x) for x in args.clients.split(",") if x]
     keys = [k for k in args.mirrors.split(",") if k]
     shutil.rmtree(args.work, ignore_errors=True)

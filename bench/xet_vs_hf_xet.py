@@ -25,6 +25,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench.procs import compile_hubget  # noqa: E402
+
 MiB = 1024 * 1024
 
 SERVER = """
@@ -119,6 +122,7 @@ def main() -> None:
     ap.add_argument("--cap-mbps", type=float, default=0.0, help="per-connection cap, MB/s (0: none)")
     ap.add_argument("--clients", default=",".join(CLIENTS))
     args = ap.parse_args()
+    compile_hubget()
     size = args.size_mib * MiB
     cap = int(args.cap_mbps * 1e6)
     server = subprocess.Popen(

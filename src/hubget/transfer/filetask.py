@@ -26,6 +26,7 @@ from hubget.transfer.jobs import FileJob
 from hubget.transfer.locations import Locations
 from hubget.transfer.partial import PartialState, discard, load_state, save_state, state_path
 from hubget.transfer.ranges import IntervalSet
+from hubget.transfer.reserve import reserve
 from hubget.transfer.verify import PrefixHasher
 
 UNKNOWN_END = sys.maxsize  # end of a segment whose file size the hub did not give
@@ -404,12 +405,9 @@ class FileTask:
     def _preallocate(self, size: int) -> None:
         assert self.fd is not None
         try:
-            os.posix_fallocate(self.fd, 0, size)
+            reserve(self.fd, size)
         except OSError as e:
-            if e.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
-                os.ftruncate(self.fd, size)  # a filesystem without fallocate: a sparse file will do
-            else:
-                raise disk_error(e, f"cannot reserve {size} bytes for", self.partial) from e
+            raise disk_error(e, f"cannot reserve {size} bytes for", self.partial) from e
 
     def plan(
         self, split_threshold: int, connections: int, min_chunk: int, max_chunk: int, stream_split: int = 0
