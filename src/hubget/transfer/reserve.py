@@ -10,7 +10,6 @@ free space is checked and the file is only extended (sparse).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import sys
@@ -26,7 +25,7 @@ def _fstatfs_type(fd: int) -> int | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)  # the C library the interpreter runs on
         buf = ctypes.create_string_buffer(_STATFS_SIZE)
         if libc.fstatfs(fd, buf) != 0:
             return None
