@@ -319,7 +319,7 @@ def warm_vs_nginx(root: Path, replica: ReplicaServer, repo: BenchRepo, args: arg
     )
     nginx_bin = shutil.which("nginx") or "/usr/sbin/nginx"
     nginx = subprocess.Popen([nginx_bin, "-c", str(tmp / "nginx.conf"), "-p", str(tmp)])
-    mirror = MirrorServer(root, replica.hub_url).start()
+    mirror = MirrorServer(root, replica.hub_url, "--workers", str(args.mirror_workers)).start()
     try:
         nginx_url = f"http://127.0.0.1:{port}/blob.bin"
         hub_url = f"{mirror.url}/{repo.repo_id}/resolve/main/{big.path}"
@@ -345,6 +345,7 @@ def warm_vs_nginx(root: Path, replica: ReplicaServer, repo: BenchRepo, args: arg
         "file_mb": round(mb, 1),
         "readers": args.readers,
         "nginx_workers": args.nginx_workers,
+        "mirror_workers": args.mirror_workers,
         "mirror_mb_s_rounds": [round(mb / t) for t in mirror_s],
         "nginx_mb_s_rounds": [round(mb / t) for t in nginx_s],
         "mirror_mb_s": round(mirror_mbps),
@@ -409,7 +410,7 @@ def markdown(result: dict[str, Any]) -> str:
             "",
             f"Warm: `{warm['file']}` ({warm['file_mb']} MB) as {warm['readers']} parallel ranges, "
             f"{len(warm['mirror_mb_s_rounds'])} rounds alternating: hubget's mirror "
-            f"{warm['mirror_mb_s']} MB/s "
+            f"({warm.get('mirror_workers', 1)} workers) {warm['mirror_mb_s']} MB/s "
             f"(rounds {warm['mirror_mb_s_rounds']}), nginx ({warm['nginx_workers']} workers) "
             f"{warm['nginx_mb_s']} MB/s (rounds {warm['nginx_mb_s_rounds']}): "
             f"**{warm['ratio_mirror_to_nginx']}x nginx**; upstream requests meanwhile: "
@@ -456,6 +457,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--readers", type=int, default=8, help="parallel ranges of the warm comparison")
     ap.add_argument("--warm-rounds", type=int, default=9)
     ap.add_argument("--nginx-workers", default="auto")
+    ap.add_argument(
+        "--mirror-workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="the warm mirror's --workers (as nginx's auto)",
+    )
     ap.add_argument("--no-warm", action="store_true")
     ap.add_argument("--olah-venv", type=Path, default=Path("/tmp/olah-venv"))
     ap.add_argument("--data-dir", type=Path, default=Path("/tmp/hubget-bench-data"))
