@@ -12,7 +12,7 @@ READ_BLOCK = 4 * 1024 * 1024
 # Reading back is hashed straight from the page cache through a mapping of this many bytes at a
 # time (no copy into a buffer; mapped pages count in RSS only while mapped); smaller stretches
 # are read with preadv.
-MAP_WINDOW = 16 * 1024 * 1024
+MAP_WINDOW = 4 * 1024 * 1024
 MAP_MIN = 1024 * 1024
 
 
