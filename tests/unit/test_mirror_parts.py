@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,21 @@ def test_budget_evicts_the_least_recently_used(tmp_path: Path) -> None:
     assert not paths[1].exists() and paths[0].exists() and paths[2].exists()
     assert not (snap / "f1").is_symlink() and (snap / "f0").is_symlink()
     assert budget.used_bytes == 20 and budget.evicted == 1
+
+
+def test_budget_counts_a_late_fill_from_its_request_not_its_end(tmp_path: Path) -> None:
+    """w1's fill ends after w0 was served again: w1 is still the older use (asked for first)."""
+    blobs = tmp_path / "models--org--x" / "blobs"
+    blobs.mkdir(parents=True)
+    w0, w1, w2 = (blobs / (c * 64) for c in "123")
+    budget = BlobBudget(None, 25)
+    budget.dirs.append(tmp_path)
+    w0.write_bytes(b"x" * 10)
+    budget.added(w0, busy=set(), used_at=time.time() - 30)
+    asked_w1 = time.time() - 20
+    budget.used(w0)  # served again while w1's fill still runs
+    w1.write_bytes(b"x" * 10)
+    budget.added(w1, busy=set(), used_at=asked_w1)  # w1's fill ends now
+    w2.write_bytes(b"x" * 10)
+    budget.added(w2, busy=set(), used_at=time.time())
+    assert w0.exists() and not w1.exists() and w2.exists()

@@ -270,6 +270,7 @@ class Mirror:
         with self._lock:
             current = self._fills.get(blob)
             if current is not None:
+                current.last_request = time.time()
                 if current.state in ("waiting", "running") or (
                     current.state == "failed" and time.monotonic() - current.ended < FAILED_FILL_HOLD
                 ):
@@ -310,7 +311,7 @@ class Mirror:
                 del self._fills[fill.blob]  # the blob is in the store now (its clients hold the fill)
                 self._lineage.pop(fill.blob, None)  # verified: a later fill (after eviction) starts clean
         if fill.error is None and self.budget is not None:
-            self.budget.added(fill.blob, busy)
+            self.budget.added(fill.blob, busy, used_at=fill.last_request)
 
     def metrics(self) -> list[tuple[str, str, str, dict[str, str], float]]:
         """(name, type, help, labels, value) of what the mirror did since it started."""

@@ -86,14 +86,18 @@ class BlobBudget:
                     with self._lock:
                         self._blobs[blob] = (blob.stat().st_size, now)
 
-    def added(self, blob: Path, busy: set[Path]) -> None:
-        """A blob was fetched: evict what the budget no longer holds (never ``blob``, nor ``busy``)."""
+    def added(self, blob: Path, busy: set[Path], used_at: float | None = None) -> None:
+        """A blob was fetched: evict what the budget no longer holds (never ``blob``, nor ``busy``).
+
+        ``used_at``: when a client last asked for it (the fill's latest request), not when its fill
+        ended: a fill that ends late must not make its blob look newer than one served meanwhile."""
         if self.shared:
             self._rescan()
         with contextlib.suppress(OSError):
             size = blob.stat().st_size
             with self._lock:
-                self._blobs[blob] = (size, time.time())
+                _, known = self._blobs.get(blob, (0, 0.0))
+                self._blobs[blob] = (size, max(known, time.time() if used_at is None else used_at))
         while True:
             with self._lock:
                 total = sum(s for s, _ in self._blobs.values())

@@ -101,6 +101,7 @@ class UpstreamFill:
         self.state: FillState = "waiting"
         self.error: HubgetError | None = None
         self.ended = 0.0  # monotonic, once done or failed
+        self.last_request = time.time()  # the latest client request for the blob: its last use
         self._end_lineage = 0
         self._lock = threading.Lock()
         self._location: tuple[str, dict[str, str]] | None = None  # where the bytes are, and its headers
