@@ -42,7 +42,8 @@ def test_in_memory_file_is_extended_not_filled(tmp_path: Path) -> None:
 def test_disk_file_gets_its_blocks(tmp_path: Path) -> None:
     fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        assert not in_memory(fd)
+        if in_memory(fd):
+            pytest.skip("the test's temporary folder is on tmpfs here, not on a disk")
         reserve(fd, 8 * MiB)
         st = os.fstat(fd)
         assert st.st_size == 8 * MiB
