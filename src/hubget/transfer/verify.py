@@ -27,11 +27,22 @@ class PrefixHasher:
         self.algo = algo
         self.size = size
         self._lock = threading.Lock()
+        self._moved = threading.Condition()  # notified whenever ``hashed`` changes
         self.reset()
 
     def reset(self) -> None:
         self._h: Hasher | None = new_hasher(self.algo, self.size) if self._usable() else None
-        self.hashed = 0
+        self._advance_to(0)
+
+    def _advance_to(self, hashed: int) -> None:
+        self.hashed = hashed
+        with self._moved:
+            self._moved.notify_all()
+
+    def wait_moved(self, since: int, timeout: float) -> bool:
+        """Wait at most ``timeout`` seconds for the hashed prefix to move from ``since``."""
+        with self._moved:
+            return self._moved.wait_for(lambda: self.hashed != since, timeout)
 
     def _usable(self) -> bool:
         return self.algo == "sha256" or (self.algo == "git-sha1" and self.size is not None)
@@ -45,7 +56,7 @@ class PrefixHasher:
                 return False
             if self._h is not None:
                 self._h.update(data)
-            self.hashed += len(data)
+            self._advance_to(self.hashed + len(data))
             return True
         finally:
             self._lock.release()
@@ -68,7 +79,7 @@ class PrefixHasher:
                     raise OSError(f"short read at {self.hashed} while verifying")
                 if self._h is not None:
                     self._h.update(view[:n])
-                self.hashed += n
+                self._advance_to(self.hashed + n)
 
     def _hash_mapped(self, h: Hasher, fd: int, upto: int) -> None:
         """Hash from ``hashed`` towards ``upto`` through read-only mappings of the file (lock held).
@@ -93,7 +104,7 @@ class PrefixHasher:
                     h.update(part)
             finally:
                 mapped.close()
-            self.hashed = base + length
+            self._advance_to(base + length)
 
     def hexdigest(self) -> str | None:
         return self._h.hexdigest() if self._h is not None else None
