@@ -17,6 +17,8 @@ from hubget.transfer.ranges import IntervalSet
 from hubget.transfer.verify import PrefixHasher
 
 MiB = 1024 * 1024
+# setup(written) -> (fetcher, task, fd of the partial, event that ends the stand-in hasher thread)
+Setup = Callable[[int], tuple[SimpleNamespace, SimpleNamespace, int, threading.Event]]
 
 
 @pytest.fixture
@@ -26,9 +28,7 @@ def small_lead(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def setup(
-    tmp_path: Path,
-) -> Iterator[Callable[[int], tuple[SimpleNamespace, SimpleNamespace, int, threading.Event]]]:
+def setup(tmp_path: Path) -> Iterator[Setup]:
     """A 4 MiB partial with ``written`` bytes done, its hasher at 0 and a live stand-in hasher thread."""
     opened: list[tuple[int, threading.Event]] = []
 
@@ -72,9 +72,6 @@ def _yield_in_thread(
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread, out
-
-
-Setup = Callable[[int], tuple[SimpleNamespace, SimpleNamespace, int, threading.Event]]
 
 
 @pytest.mark.usefixtures("small_lead")
