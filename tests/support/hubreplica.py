@@ -281,6 +281,11 @@ class HubReplica:
         with self.counters.lock:
             self._cuts.setdefault((repo, path), []).extend([after] * times)
 
+    def latest_expiry(self) -> float:
+        """When the signed URL issued last stops working (``time.time()``; 0 before any)."""
+        with self.counters.lock:
+            return max(self._issued.values(), default=0.0)
+
     def reset(self) -> None:
         """Forget counters and rate-limit windows (a fresh start for the next client)."""
         self.counters.reset()

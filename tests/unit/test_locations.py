@@ -89,3 +89,17 @@ def test_waiting_gives_up_when_the_work_is_cancelled() -> None:
     cancelled.set()
     t.join(2)
     assert not t.is_alive() and len(errors) == 1
+
+
+def test_connections_refused_together_by_one_location_count_once() -> None:
+    # Two connections started on the same signed URL and both were refused as it expired: that is
+    # one refused location, not "a fresh one refused twice in a row".
+    locs = Locations(1)
+    locs.claim(0, lambda: False)
+    shared = Location("https://cdn/x?sig=1", True, time.monotonic())
+    locs.resolved(0, shared)
+    assert locs.refused(0, shared) and locs.refused(0, shared)
+    assert locs.claim(0, lambda: False) is None  # resolved anew
+    fresh = Location("https://cdn/x?sig=2", True, time.monotonic())
+    locs.resolved(0, fresh)
+    assert not locs.refused(0, fresh)  # a second location refused before any byte: the status stands

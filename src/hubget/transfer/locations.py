@@ -65,6 +65,7 @@ class Location:
     obtained: float  # monotonic
     refresh_at: float = math.inf  # monotonic: resolve anew from here on
     served: int = 0  # bytes received from it (a refused location that served bytes had expired)
+    refused: bool = False  # a connection was refused by it (403/410)
 
     def stale(self, now: float) -> bool:
         return now >= self.refresh_at
@@ -134,11 +135,15 @@ class Locations:
 
     def refused(self, index: int, loc: Location) -> bool:
         """The CDN refused ``loc`` (403/410): drop it so the next request resolves anew. Returns
-        False when that would be pointless: a fresh location refused before serving a byte, twice
-        in a row, means the refusal is not about expiry."""
+        False when that would be pointless: two fresh locations in a row refused before serving a
+        byte mean the refusal is not about expiry. Connections refused by the same location count
+        once (they started on it together)."""
         with self._cv:
             if self._current[index] is loc:
                 self._current[index] = None
+            if loc.refused:
+                return True  # another connection's refusal by it was counted already
+            loc.refused = True
             if loc.served:
                 self.refused_fresh = 0
                 return True

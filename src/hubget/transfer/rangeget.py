@@ -111,28 +111,28 @@ class RangeReader:
                 self.locations.resolved(0, None, failed=True)
             raise
         try:
-            self._learn(loc, resp)
+            used = self._learn(loc, resp)
             self._check(resp, pos, end, whole)
-            return self._read_body(resp, pos, end, buf, origin_pos)
+            reached = self._read_body(resp, pos, end, buf, origin_pos)
+            used.served += reached - pos
+            return reached
         finally:
             if resp.body_complete():
                 resp.release()
             else:
                 resp.close()
 
-    def _learn(self, loc: Location | None, resp: Response) -> None:
+    def _learn(self, loc: Location | None, resp: Response) -> Location:
+        """The location this answer came from (found now when ``loc`` is None); _Again when it
+        refused us and a fresh one may do."""
         refused = resp.status in (403, 410)
         if loc is None:
-            found = location_for(self.url, resp.url)
+            loc = location_for(self.url, resp.url)
             ok = resp.status in (200, 206)
-            self.locations.resolved(0, found if ok else None, failed=resp.status >= 500)
-            if not (refused and found.redirected):
-                return
-            loc = found
-        elif not (refused and loc.redirected):
-            return
-        if self.locations.refused(0, loc):
+            self.locations.resolved(0, loc if ok else None, failed=resp.status >= 500)
+        if refused and loc.redirected and self.locations.refused(0, loc):
             raise _Again
+        return loc
 
     def _check(self, resp: Response, pos: int, end: int, whole: bool) -> None:
         host = host_of(resp.url)
