@@ -12,8 +12,7 @@ from typing import Any
 
 from hubget.api import fetch_snapshot, hf_hub_download, snapshot_download
 from hubget.errors import HubgetError
-
-__version__ = "0.1.0"
+from hubget.version import __version__ as __version__
 
 # Imported on first use: they pull in transformers, the ModelScope protocol or git.
 _LAZY = {

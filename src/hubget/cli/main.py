@@ -33,9 +33,9 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        from importlib.metadata import version
+        from hubget.version import __version__
 
-        print(f"hubget {version('hubget')}")
+        print(f"hubget {__version__}")
         raise typer.Exit()
 
 
@@ -88,9 +88,9 @@ def run(argv: list[str] | None = None) -> None:
     """The console script. Usage errors are typer's (exit 2); see ``_one_line_errors`` for the rest."""
     args = sys.argv[1:] if argv is None else argv
     if args == ["--version"]:  # answered without importing a command
-        from importlib.metadata import version
+        from hubget.version import __version__
 
-        print(f"hubget {version('hubget')}")
+        print(f"hubget {__version__}")
         return
     _register(args)
     app(args=argv)

@@ -7,7 +7,6 @@ refused; retries are done by hand so that ``Retry-After`` is honoured with a cap
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import functools
 import io
 import json
@@ -18,7 +17,6 @@ import socket
 import ssl
 import threading
 import time
-import urllib.request
 import zlib
 from collections.abc import Iterable
 from http.client import HTTPException, IncompleteRead
@@ -32,6 +30,7 @@ from urllib3.exceptions import LocationParseError, NameResolutionError, SSLError
 from hubget import config
 from hubget.errors import HubgetError, NetworkError, ProtocolError
 from hubget.transfer.ratelimit import LIMITER, RateLimiter
+from hubget.version import __version__
 
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 RETRY_CODES = frozenset({429, 500, 502, 503, 504})
@@ -48,16 +47,7 @@ SPLICE_NONBLOCK = getattr(os, "SPLICE_F_NONBLOCK", 2)  # a full pipe or an empty
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("hubget")
-    except Exception:  # not installed (running from a source tree)
-        return "0"
-
-
-USER_AGENT = f"hubget/{_version()}"
+USER_AGENT = f"hubget/{__version__}"
 
 
 def origin_of(url: str) -> tuple[str, str, int]:
@@ -87,6 +77,8 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     if value.isdigit():
         return float(value)
     try:
+        import email.utils  # only for a Retry-After date (its import costs start-up ~5 ms)
+
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
@@ -391,6 +383,8 @@ class HttpClient:
         scheme, host, _ = origin_of(url)
         if _is_loopback(host):
             return self._direct
+        import urllib.request  # not for loopback: start-up
+
         proxy = urllib.request.getproxies().get(scheme)
         if not proxy or urllib.request.proxy_bypass(host):
             return self._direct
