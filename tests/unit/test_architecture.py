@@ -34,7 +34,17 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "gitclone": ("cli", "server", "api", "objectstore"),
 }
 # Plain modules at the top of the package are shared by every layer and import none of the layers.
-BASE_MODULES = ("config", "errors", "models", "paths", "hashing", "filters", "lfsrules", "folderfiles")
+BASE_MODULES = (
+    "config",
+    "errors",
+    "models",
+    "paths",
+    "hashing",
+    "filters",
+    "lfsrules",
+    "folderfiles",
+    "atomicfile",
+)
 
 
 def module_name(path: Path) -> str:

@@ -6,20 +6,14 @@ import contextlib
 import fcntl
 import os
 import shutil
-import tempfile
 from pathlib import Path
+
+from hubget.atomicfile import atomic_write
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Replace ``path`` with ``text`` (UTF-8), whole or not at all; its folder is made if missing."""
+    atomic_write(path, text.encode(), make_parent=True)
 
 
 def relative_symlink(blob: Path, link: Path, rel: str | None = None, *, parent_ready: bool = False) -> None:

@@ -10,11 +10,10 @@ from __future__ import annotations
 import contextlib
 import glob
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hubget.atomicfile import atomic_write
 from hubget.transfer.ranges import IntervalSet
 
 STATE_VERSION = 1
@@ -73,22 +72,7 @@ def save_state(path: Path, state: PartialState, *, durable: bool = True) -> None
         "done": [list(iv) for iv in state.done.as_list()],
         "owner": state.owner,
     }
-    data = json.dumps(payload).encode()
-    # A temp name of this writer's own: two processes on one cache whose file locks do not work
-    # may both save the same state, and one must never rename the other's temp file away.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        try:
-            os.write(fd, data)
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, json.dumps(payload).encode(), durable=durable)
 
 
 def discard(partial: Path) -> None:
