@@ -12,8 +12,9 @@ from pathlib import Path
 
 from hubget.layouts.locks import take_locks
 from hubget.transfer.engine import Engine
-from hubget.transfer.filetask import NO_RESUME_BELOW, private_name, sweep_folder
+from hubget.transfer.filetask import NO_RESUME_BELOW
 from hubget.transfer.jobs import FileJob
+from hubget.transfer.owners import private_name, sweep_folder
 from tests.faults.faultserver import FaultServer
 
 HOLD = """

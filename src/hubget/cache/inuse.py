@@ -21,6 +21,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from hubget.layouts.locks import try_lock
+from hubget.transfer.owners import owner_alive
 from hubget.transfer.partial import load_state, state_path
 
 # A lock file nobody holds is only removed once it is this old: filelock releases in place so that
@@ -90,8 +91,6 @@ def hubget_partial_in_use(partial: Path) -> bool:
     """Whether a hubget temp file belongs to a writer that is still alive (its resume state says who).
 
     This covers writers whose lock does not work (NFS without flock) and private temp names."""
-    from hubget.transfer.filetask import owner_alive  # (it pulls in the HTTP stack: only when needed)
-
     private = _PRIVATE_PARTIAL.search(partial.name)
     if private is not None:
         host = socket.gethostname()

@@ -21,9 +21,10 @@ from pathlib import Path
 from hubget import config
 from hubget.errors import DiskError, HubgetError, IntegrityError
 from hubget.transfer.connection import RangeFetcher
-from hubget.transfer.filetask import FileTask, sweep_folder
+from hubget.transfer.filetask import FileTask
 from hubget.transfer.http import HttpClient
 from hubget.transfer.jobs import FileJob, FileResult, ProgressSink
+from hubget.transfer.owners import sweep_folder
 from hubget.transfer.ranges import IntervalSet
 from hubget.transfer.scheduler import SMALL_WEIGHT, SPLIT_MIN, Limits, Scheduler
 

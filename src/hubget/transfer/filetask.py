@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import logging
 import os
-import secrets
-import socket
 import sys
 import threading
 import time
@@ -24,6 +21,15 @@ from hubget.errors import DiskError, IntegrityError
 from hubget.transfer.http import DEFAULT_SENSITIVE, origin_of, origin_url
 from hubget.transfer.jobs import FileJob
 from hubget.transfer.locations import Locations
+from hubget.transfer.owners import (
+    mark_gone,
+    mark_live,
+    new_owner,
+    owner_alive,
+    private_name,
+    private_token,
+    sweep_orphans,
+)
 from hubget.transfer.partial import PartialState, discard, load_state, save_state, state_path
 from hubget.transfer.ranges import IntervalSet
 from hubget.transfer.reserve import reserve
@@ -32,108 +38,9 @@ from hubget.transfer.verify import PrefixHasher
 UNKNOWN_END = sys.maxsize  # end of a segment whose file size the hub did not give
 DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG}
 NO_SPLICE_ERRNOS = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP}
-PARTIAL_SUFFIX = ".hubget-partial"
-# A writer on another machine (shared filesystem) counts as alive while its resume state is this fresh.
-REMOTE_OWNER_FRESH = 120.0
 NO_RESUME_BELOW = 1024 * 1024  # bytes; smaller files are fetched whole again after an interruption
 
-_HOST = socket.gethostname()
-_HOST_TAG = hashlib.sha1(_HOST.encode()).hexdigest()[:8]
-_live_owners: set[str] = set()  # owner ids of the partial files this process has open
-_live_lock = threading.Lock()
 _log = logging.getLogger(__name__)
-
-
-def _new_owner() -> str:
-    return f"{_HOST}:{os.getpid()}:{secrets.token_hex(4)}"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by another user
-    except OSError:
-        return True
-    try:  # a killed child not yet reaped by its parent is a zombie: it writes nothing any more
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rpartition(b")")[2].split()[:1] != [b"Z"]
-    except OSError:
-        return True
-
-
-def owner_alive(owner: str, state_mtime: float) -> bool:
-    """Whether the writer ``owner`` ("host:pid:nonce") may still be writing its partial file.
-
-    Same machine: the process exists (and, for this process, the file is still open). Another
-    machine: its pids mean nothing here, so only a recently written resume state counts.
-    """
-    host, _, rest = owner.partition(":")
-    pid_text, _, _nonce = rest.partition(":")
-    if not pid_text.isdigit():
-        return False
-    if host != _HOST:
-        return time.time() - state_mtime < REMOTE_OWNER_FRESH
-    if int(pid_text) == os.getpid():
-        with _live_lock:
-            return owner in _live_owners
-    return _pid_alive(int(pid_text))
-
-
-def private_name(partial: Path, token: str) -> Path:
-    """A temp name only this writer uses, beside ``partial`` (``<base>.<token>.hubget-partial``)."""
-    name = partial.name
-    if name.endswith(PARTIAL_SUFFIX):
-        return partial.with_name(f"{name[: -len(PARTIAL_SUFFIX)]}.{token}{PARTIAL_SUFFIX}")
-    return partial.with_name(f"{name}.{token}")
-
-
-def _private_token() -> str:
-    return f"{_HOST_TAG}-{os.getpid()}-{secrets.token_hex(4)}"
-
-
-def _orphan(token: str) -> bool:
-    """Whether a private temp name's token names a dead process of this machine."""
-    host_tag, _, rest = token.partition("-")
-    pid_text, _, nonce = rest.partition("-")
-    if host_tag != _HOST_TAG or not pid_text.isdigit() or not nonce or "." in nonce:
-        return False
-    return int(pid_text) != os.getpid() and not _pid_alive(int(pid_text))
-
-
-def sweep_folder(folder: Path) -> None:
-    """Remove every private temp file (``<base>.<token>.hubget-partial``) in ``folder`` left by a dead
-    process of this machine: one listing for all the small files of a run, which keep no resume state."""
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return
-    for name in names:
-        if not name.endswith(PARTIAL_SUFFIX):
-            continue
-        token = name[: -len(PARTIAL_SUFFIX)].rpartition(".")[2]
-        if _orphan(token):
-            with contextlib.suppress(OSError):
-                os.unlink(folder / name)
-
-
-def sweep_orphans(partial: Path) -> None:
-    """Remove private temp files of ``partial`` left by dead processes of this machine (SIGKILL)."""
-    probe = private_name(partial, "\0")
-    head, _, tail = probe.name.partition("\0")
-    try:
-        names = os.listdir(partial.parent)
-    except OSError:
-        return
-    for name in names:
-        if not (name.startswith(head) and name.endswith(tail)) or len(name) <= len(head) + len(tail):
-            continue
-        token = name[len(head) : len(name) - len(tail)] if tail else name[len(head) :]
-        if _orphan(token):
-            with contextlib.suppress(OSError):
-                os.unlink(partial.parent / name)
 
 
 @dataclass(eq=False)
@@ -193,7 +100,7 @@ class FileTask:
         self.partial = job.partial_path  # becomes a private name when another writer holds this one
         self.state_file = state_path(self.partial)
         self.private = False  # writing under a name of our own: no resume state, removed on close
-        self.owner = _new_owner()
+        self.owner = new_owner()
         self.fd: int | None = None
         self.done = IntervalSet()
         self.pending: list[Segment] = []
@@ -340,8 +247,7 @@ class FileTask:
             job.dest.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise disk_error(e, "cannot create the folder of", job.dest) from e
-        with _live_lock:
-            _live_owners.add(self.owner)
+        mark_live(self.owner)
         if not self.can_resume():
             self._create_private()  # nothing to resume later: a name of our own costs nothing
             return
@@ -389,7 +295,7 @@ class FileTask:
             )
 
     def _create_private(self) -> None:
-        self.partial = private_name(self.job.partial_path, _private_token())
+        self.partial = private_name(self.job.partial_path, private_token())
         self.state_file = state_path(self.partial)
         self.private = True
         self.done = IntervalSet()
@@ -539,8 +445,7 @@ class FileTask:
 
     def release_owner(self) -> None:
         """This task writes no more (closed, or its engine run is over): its partial may be taken over."""
-        with _live_lock:
-            _live_owners.discard(self.owner)
+        mark_gone(self.owner)
 
     def stop_hasher(self, timeout: float | None = None) -> None:
         """Wake the hasher thread so it sees the file is no longer active, and wait for it."""
@@ -618,7 +523,7 @@ class FileTask:
             return True
         # The shared name may now be another writer's file. Give our inode a private name first,
         # by descriptor (no window between checking and renaming), and rename that.
-        spare = private_name(self.job.partial_path, _private_token())
+        spare = private_name(self.job.partial_path, private_token())
         try:
             os.link(f"/proc/self/fd/{self.fd}", spare, follow_symlinks=True)
         except OSError:
