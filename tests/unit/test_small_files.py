@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+from hubget.cache.inuse import hubget_partial_in_use
 from hubget.layouts.locks import take_locks
 from hubget.transfer.engine import Engine
 from hubget.transfer.filetask import NO_RESUME_BELOW
 from hubget.transfer.jobs import FileJob
-from hubget.transfer.owners import private_name, sweep_folder
+from hubget.transfer.owners import private_name, private_owner, sweep_folder
 from tests.faults.faultserver import FaultServer
 
 HOLD = """
@@ -75,6 +77,30 @@ def _host_tag() -> str:
     import socket
 
     return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def test_a_private_temp_file_is_in_use_while_its_writer_lives(tmp_path: Path) -> None:
+    # The cache's in-use check reads the writer from the private name itself (no resume state).
+    live = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    partial = tmp_path / "blob.hubget-partial"
+    try:
+        alive = private_name(partial, f"{_host_tag()}-{live.pid}-abcd1234")
+        gone = private_name(partial, f"{_host_tag()}-{dead.stdout.strip()}-abcd1234")
+        remote = private_name(partial, f"{'0' * 8}-1-abcd1234")  # another machine: fresh, so in use
+        for p in (alive, gone, remote):
+            p.write_bytes(b"x")
+        assert private_owner(alive.name) == f"{socket.gethostname()}:{live.pid}:private"
+        assert private_owner(remote.name) == "another-machine:1:private"
+        assert private_owner(partial.name) is None
+        assert hubget_partial_in_use(alive) and hubget_partial_in_use(remote)
+        assert not hubget_partial_in_use(gone)
+        os.utime(remote, (1, 1))  # a stale one of another machine: nobody writes it any more
+        assert not hubget_partial_in_use(remote)
+    finally:
+        live.communicate(b"")
 
 
 def test_small_file_keeps_no_resume_state_and_is_announced_once_in_place(tmp_path: Path) -> None:

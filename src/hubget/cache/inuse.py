@@ -10,10 +10,7 @@ waiting is a lock nobody holds. Everything here is taken without waiting: what i
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import re
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,15 +18,13 @@ from pathlib import Path
 from filelock import FileLock
 
 from hubget.layouts.locks import try_lock
-from hubget.transfer.owners import owner_alive
+from hubget.transfer.owners import owner_alive, private_owner
 from hubget.transfer.partial import load_state, state_path
 
 # A lock file nobody holds is only removed once it is this old: filelock releases in place so that
 # waiters share the inode; current filelock re-checks the inode after taking the lock, older ones
 # (in another tool's environment) may not, and a fresh lock file is most likely about to be used.
 STALE_LOCK_AGE = 600.0
-# A private temp name of a hubget writer: ``{base}.{host tag}-{pid}-{nonce}.hubget-partial``.
-_PRIVATE_PARTIAL = re.compile(r"\.(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]+\.hubget-partial$")
 
 
 @contextlib.contextmanager
@@ -91,13 +86,10 @@ def hubget_partial_in_use(partial: Path) -> bool:
     """Whether a hubget temp file belongs to a writer that is still alive (its resume state says who).
 
     This covers writers whose lock does not work (NFS without flock) and private temp names."""
-    private = _PRIVATE_PARTIAL.search(partial.name)
+    private = private_owner(partial.name)
     if private is not None:
-        host = socket.gethostname()
-        if private.group("host") != hashlib.sha1(host.encode()).hexdigest()[:8]:
-            host = "another-machine"
         try:
-            return owner_alive(f"{host}:{private.group('pid')}:private", partial.stat().st_mtime)
+            return owner_alive(private, partial.stat().st_mtime)
         except OSError:
             return False
     state_file = partial if partial.name.endswith(".json") else state_path(partial)

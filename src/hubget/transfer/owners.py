@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import secrets
 import socket
 import threading
@@ -26,6 +27,8 @@ _HOST = socket.gethostname()
 _HOST_TAG = hashlib.sha1(_HOST.encode()).hexdigest()[:8]
 _live_owners: set[str] = set()  # owner ids of the partial files this process has open
 _live_lock = threading.Lock()
+# A private temp name: ``{base}.{host tag}-{pid}-{nonce}.hubget-partial``.
+_PRIVATE_NAME = re.compile(r"\.(?P<tag>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]+\.hubget-partial$")
 
 
 def new_owner() -> str:
@@ -87,6 +90,17 @@ def private_name(partial: Path, token: str) -> Path:
 
 def private_token() -> str:
     return f"{_HOST_TAG}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def private_owner(name: str) -> str | None:
+    """The writer a private temp name (``<base>.<token>.hubget-partial``) names, as an owner id for
+    ``owner_alive`` (``host:pid:private``; a host tag not this machine's names another machine);
+    None for any other name."""
+    found = _PRIVATE_NAME.search(name)
+    if found is None:
+        return None
+    host = _HOST if found.group("tag") == _HOST_TAG else "another-machine"
+    return f"{host}:{found.group('pid')}:private"
 
 
 def _orphan(token: str) -> bool:
